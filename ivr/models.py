@@ -208,7 +208,11 @@ def download_model(kind: str = "small", dest_dir: str | os.PathLike | None = Non
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.unpack-", dir=dest))
     try:
         with zipfile.ZipFile(part) as zf:
-            _safe_extract(zf, tmp)
+            try:
+                _safe_extract(zf, tmp)
+            except IvrError:
+                part.unlink(missing_ok=True)
+                raise
         root = _model_root(tmp)
         if root is None:
             part.unlink(missing_ok=True)
