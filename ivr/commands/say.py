@@ -69,8 +69,9 @@ def _say(args) -> int:
         out = Path(args.out)
         try:
             write_wav(out, samples, rate)
-        except OSError as exc:
-            raise IvrError(f"cannot write {out} ({exc.strerror or exc})",
+        except (OSError, RuntimeError) as exc:  # soundfile reports an unwritable path as LibsndfileError
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise IvrError(f"cannot write {out} ({reason})",
                            "choose a path in a directory that exists and is writable") from None
         print(f"{out}: {len(samples) / rate:.2f} s at {rate} Hz, voice {synth.voice}")
         return 0
