@@ -19,6 +19,8 @@ ENTRY_FIELDS = {"id", "topic", "question", "answer", "paraphrases", "keywords", 
 REQUIRED_ENTRY_FIELDS = ("id", "topic", "question", "answer")
 TOPIC_FIELDS = {"id", "label"}
 FILE_FIELDS = {"topics", "entries"}
+# libyaml's parser when present: same results, several times faster (cold start of `ivr ask`)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ def _read(path: Path) -> dict:
     except OSError as exc:
         raise IvrError(f"{path}: cannot be read ({exc.strerror})", "check the file exists and is readable") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
