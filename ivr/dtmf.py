@@ -32,6 +32,7 @@ The receiver runs natively at 8 kHz and 16 kHz; other rates are resampled to 8 k
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -112,6 +113,11 @@ class _Analyser:
         return x, p, e, off
 
 
+@lru_cache(maxsize=16)
+def _analyser(rate: int, settings: DtmfSettings) -> _Analyser:
+    return _Analyser(rate, settings)
+
+
 class DtmfReceiver:
     """Streaming DTMF receiver. Feed int16 (or float in [-1, 1]) samples in any chunk size."""
 
@@ -127,7 +133,7 @@ class DtmfReceiver:
             from ivr.audio import StreamResampler
 
             self._resampler = StreamResampler(rate, self._arate)
-        self._an = _Analyser(self._arate, self.settings)
+        self._an = _analyser(self._arate, self.settings)
         s = self.settings
         self._min_level = 10 ** (s.min_level_dbfs / 10) / 2  # sine power at that level
         self._margin = 10 ** (s.group_margin_db / 10)
