@@ -326,15 +326,25 @@ class TtsCache:
         self.memory_items = memory_items
         self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+        self._keys: dict[tuple, str] = {}  # (text, rate, settings) -> key: skips the spoken form on a hit
         self.hits_memory = 0
         self.hits_disk = 0
         self.misses = 0
 
     def key(self, text: str, sample_rate: int) -> str:
+        s = self.synth
+        memo_key = (text, sample_rate, s.voice, s.rate_wpm, s.volume)
+        memo = self._keys.get(memo_key)
+        if memo is not None:
+            return memo
         spoken = spoken_text(text)
         blob = json.dumps({"text": spoken, **self.synth.settings(), "rate": sample_rate,
                            "format": CACHE_FORMAT}, ensure_ascii=False, sort_keys=True)
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        key = hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        if len(self._keys) >= 4 * self.memory_items:
+            self._keys.clear()
+        self._keys[memo_key] = key
+        return key
 
     def path_for(self, key: str) -> Path:
         return self.directory / key[:2] / f"{key}.wav"
