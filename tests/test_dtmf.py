@@ -300,3 +300,61 @@ def test_float_input_and_bad_input():
         DtmfReceiver(100)
     with pytest.raises(IvrError):
         DtmfReceiver(8000).feed(np.zeros((10, 2), np.int16))
+
+
+# --- ivr dtmf command -----------------------------------------------------------------------------------------
+
+def test_cli_generate_then_scan_json(tmp_path, capsys):
+    import json
+
+    from ivr.cli import main
+
+    out = tmp_path / "keys.wav"
+    assert main(["dtmf", "--generate", "123#", "--out", str(out), "--rate", "16000"]) == 0
+    assert audio.read_audio(out)[1] == 16000
+    capsys.readouterr()
+    assert main(["dtmf", str(out), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["digits"] == "123#"
+    assert [e["digit"] for e in data["events"]] == list("123#")
+    first = data["events"][0]
+    assert abs(first["start"] - 0.0) <= 0.02 and abs(first["end"] - 0.1) <= 0.02
+    assert all(round(e["start"], 3) == e["start"] for e in data["events"])
+
+
+def test_cli_text_output_and_stereo_ulaw_file(tmp_path, capsys):
+    import soundfile as sf
+
+    from ivr.cli import main
+
+    x = audio.to_float(_pad(generate("0*", 8000), 8000))
+    path = tmp_path / "call.wav"
+    sf.write(path, np.stack([x, x], axis=1), 8000, subtype="ULAW")
+    assert main(["dtmf", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "0*" in out and "0.100 s" in out
+    quiet = tmp_path / "quiet.wav"
+    audio.write_wav(quiet, np.zeros(8000, np.int16), 8000)
+    assert main(["dtmf", str(quiet)]) == 0
+    assert "no keypad tones" in capsys.readouterr().out
+
+
+def test_cli_errors_exit_2(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from ivr.cli import main
+
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio at all")
+    assert main(["dtmf", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "fix:" in err and "Traceback" not in err
+    assert main(["dtmf", str(tmp_path / "missing.wav")]) == 2
+    assert main(["dtmf", "--generate", "12z", "--out", str(tmp_path / "k.wav")]) == 2
+    assert "keypad" in capsys.readouterr().err
+    assert main(["dtmf", "--generate", "12"]) == 2
+    assert main(["dtmf"]) == 2
+    # the real entry point, as a user runs it
+    proc = subprocess.run([sys.executable, "-m", "ivr", "dtmf", str(bad), "--json"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "cannot be read as audio" in proc.stderr and proc.stdout == ""
