@@ -181,10 +181,7 @@ class AudioSocketServer:
             if token is not None:
                 self.clock.unsubscribe(token)
             if worker is not None:
-                if worker.ended:
-                    worker.stop()
-                else:
-                    worker.hangup()
+                worker.hangup()  # tells the session unless it hung up itself
             self.workers.pop(call_key, None)
             self.limiter.release()
             if not writer.is_closing():

@@ -1,0 +1,178 @@
+"""Test harness for the phone channel: the server in a background thread, a raw SIP/RTP client, sipp runs."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import threading
+import time
+import uuid
+
+from ivr.serve import PhoneServer, ServeOptions
+from ivr.sip.message import SipMessage, SipParseError, parse
+
+
+def free_rtp_range(size: int = 200) -> tuple[int, int]:
+    """A random even-aligned port range for one test server (ephemeral ports in parallel runs)."""
+    low = random.randrange(21000, 59000) & ~1
+    return low, low + size - 1
+
+
+class ServerThread:
+    """Runs a ``PhoneServer`` on its own event loop thread, on ephemeral ports."""
+
+    def __init__(self, factory, **overrides):
+        opts = dict(sip=("127.0.0.1", 0), audiosocket=("127.0.0.1", 0), rtp_ports=free_rtp_range(), ring=0.05,
+                    grace=2.0, goodbye=2.0, t1=0.1, t2=0.4, max_calls=20)
+        opts.update(overrides)
+        self.options = ServeOptions(**opts)
+        self.server = PhoneServer(self.options, factory)
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("server did not start")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self.server.start())
+        self._ready.set()
+        self.loop.run_forever()
+
+    @property
+    def sip_port(self) -> int:
+        return self.server.sip.port
+
+    @property
+    def audiosocket_port(self) -> int:
+        return self.server.audiosocket.port
+
+    def call(self, fn, *args):
+        """Run ``fn(*args)`` on the server loop and return its result."""
+        async def wrap():
+            return fn(*args)
+        return asyncio.run_coroutine_threadsafe(wrap(), self.loop).result(10)
+
+    def start_shutdown(self, grace: float | None = None):
+        """Begin the graceful shutdown (as SIGTERM does); ``close`` waits for it."""
+        self._shutdown = asyncio.run_coroutine_threadsafe(self.server.shutdown(grace), self.loop)
+        return self._shutdown
+
+    def shutdown(self, grace: float | None = None, timeout: float = 30) -> None:
+        self.start_shutdown(grace).result(timeout)
+
+    def close(self) -> None:
+        try:
+            pending = getattr(self, "_shutdown", None)
+            if pending is None:
+                self.shutdown(0.0)
+            else:
+                pending.result(30)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+
+
+class SipClient:
+    """A bare UDP SIP peer for protocol tests: sends requests, collects responses and requests."""
+
+    def __init__(self, server_port: int):
+        self.server = ("127.0.0.1", server_port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rtp.bind(("127.0.0.1", 0))
+        self.rtp_port = self.rtp.getsockname()[1]
+        self.call_id = f"{uuid.uuid4()}@test"
+        self.tag = uuid.uuid4().hex[:8]
+        self.cseq = 1
+        self.inbox: list[SipMessage] = []
+
+    def close(self) -> None:
+        self.sock.close()
+        self.rtp.close()
+
+    def offer(self, pts: str = "0 8 101", address: str = "127.0.0.1") -> str:
+        return (
+            f"v=0\r\no=t 1 1 IN IP4 {address}\r\ns=-\r\nc=IN IP4 {address}\r\nt=0 0\r\n"
+            f"m=audio {self.rtp_port} RTP/AVP {pts}\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+            "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n"
+        )
+
+    def request(self, method: str, *, body: str = "", branch: str | None = None, to_tag: str | None = None,
+                cseq: int | None = None, extra: str = "", call_id: str | None = None, ctype: str = "application/sdp"
+                ) -> tuple[bytes, str]:
+        branch = branch or "z9hG4bK" + uuid.uuid4().hex[:12]
+        to = "<sip:ivr@127.0.0.1>" + (f";tag={to_tag}" if to_tag else "")
+        n = self.cseq if cseq is None else cseq
+        head = (
+            f"{method} sip:ivr@127.0.0.1:{self.server[1]} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch={branch};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:caller@127.0.0.1:{self.port}>;tag={self.tag}\r\n"
+            f"To: {to}\r\n"
+            f"Call-ID: {call_id or self.call_id}\r\n"
+            f"CSeq: {n} {method}\r\n"
+            f"Contact: <sip:caller@127.0.0.1:{self.port}>\r\n"
+            f"{extra}"
+        )
+        if body:
+            head += f"Content-Type: {ctype}\r\n"
+        head += f"Content-Length: {len(body.encode())}\r\n\r\n"
+        data = head.encode() + body.encode()
+        self.sock.sendto(data, self.server)
+        return data, branch
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendto(data, self.server)
+
+    def receive(self, timeout: float = 5.0) -> SipMessage | None:
+        self.sock.settimeout(timeout)
+        try:
+            data, _ = self.sock.recvfrom(65535)
+        except TimeoutError:
+            return None
+        try:
+            msg = parse(data)
+        except SipParseError as exc:  # e.g. a 400 to a request without Call-ID has none either
+            if exc.partial is None:
+                raise
+            msg = exc.partial
+        self.inbox.append(msg)
+        return msg
+
+    def wait_for(self, pred, timeout: float = 10.0) -> SipMessage:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            msg = self.receive(max(0.05, end - time.monotonic()))
+            if msg is not None and pred(msg):
+                return msg
+        raise AssertionError(f"no matching message within {timeout} s; got {[self._line(m) for m in self.inbox]}")
+
+    def status(self, code: int, method: str = "INVITE", timeout: float = 10.0) -> SipMessage:
+        return self.wait_for(lambda m: m.status == code and m.cseq[1] == method, timeout)
+
+    @staticmethod
+    def _line(m: SipMessage) -> str:
+        return f"{m.status} {m.cseq}" if m.status else f"{m.method}"
+
+    def reply(self, req: SipMessage, status: int, body: str = "") -> None:
+        from ivr.sip.message import make_response
+
+        resp = make_response(req, status, to_tag=self.tag if "tag=" not in (req.get("To") or "") else None)
+        resp.body = body.encode()
+        self.sock.sendto(resp.to_bytes(), self.server)
+
+    def ack(self, ok: SipMessage, branch: str | None = None) -> None:
+        to_tag = ok.get("To").split("tag=")[1].split(";")[0]
+        self.request("ACK", branch=branch, to_tag=to_tag, cseq=ok.cseq[0])
+
+    def invite(self, pts: str = "0 8 101", address: str = "127.0.0.1") -> tuple[SipMessage, str]:
+        """INVITE, wait for the 200, ACK it. Returns (200 OK, local to-tag)."""
+        _, branch = self.request("INVITE", body=self.offer(pts, address))
+        ok = self.status(200)
+        self.ack(ok)
+        return ok, ok.get("To").split("tag=")[1].split(";")[0]
