@@ -12,7 +12,9 @@ Actions: ``Play(play_id, prompt_id, faq_id, text, barge_in)``, ``StopPlayback(re
 ``HangUp(reason)``, ``Log(kind, data)``. Plays queue up in order; a ``Transfer`` or ``HangUp`` is carried
 out once the plays before it have been played out. A channel reports each finished play with
 ``PlaybackFinished(play_id)``; the no-input timer starts when the last play of a turn has finished. A
-``StopPlayback`` (barge-in) stops and drops every queued play; the channel need not report those.
+``StopPlayback`` (barge-in) stops and drops every queued play; the channel need not report those. Each turn
+that waits for the caller ends with a ``Listen`` (sent with the plays, so that a channel keeps recognising
+speech and keys during them for barge-in). Every action has ``record()``, a JSON-ready dict for the call log.
 
 The flow:
 - greeting (greet_long + main menu); the caller may speak a question or use the keypad at any time;
