@@ -1,0 +1,171 @@
+"""AudioSocket framing and the TCP listener, with a client speaking the protocol.
+
+The FAKE ToneSession isolates the protocol; the real CallSession is tested over AudioSocket in
+test_serve_real.py.
+"""
+
+import socket
+import struct
+import time
+import uuid
+
+import numpy as np
+import pytest
+from sipp.harness import ServerThread
+from sipp.tone_session import ToneFactory
+
+from ivr import audiosocket as asock
+
+
+class AudioSocketClient:
+    """What Asterisk's AudioSocket() application does, over a blocking TCP socket."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+
+    def send(self, kind: int, payload: bytes = b"") -> None:
+        self.sock.sendall(asock.encode(kind, payload))
+
+    def recv_exact(self, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return buf
+
+    def frame(self) -> tuple[int, bytes] | None:
+        try:
+            kind, length = struct.unpack("!BH", self.recv_exact(3))
+            return kind, self.recv_exact(length)
+        except (EOFError, ConnectionError):
+            return None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def factory(tmp_path):
+    return ToneFactory(tmp_path / "logs", greeting_s=0.6)
+
+
+@pytest.fixture
+def server(factory):
+    srv = ServerThread(factory, sip=None)
+    try:
+        yield srv
+    finally:
+        srv.close()
+
+
+def wait(pred, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not pred():
+        time.sleep(0.02)
+    return pred()
+
+
+def test_frame_encoding_and_checks():
+    call = uuid.uuid4()
+    data = asock.uuid_frame(call)
+    assert data[:3] == b"\x01\x00\x10" and data[3:] == call.bytes
+    assert asock.encode(asock.KIND_AUDIO, b"\x00" * 320)[:3] == b"\x10\x01\x40"
+    asock.check(asock.Frame(asock.KIND_DTMF, b"#"))
+    for bad in (asock.Frame(0x42, b""), asock.Frame(asock.KIND_UUID, b"short"), asock.Frame(asock.KIND_AUDIO, b"odd"),
+                asock.Frame(asock.KIND_DTMF, b"x"), asock.Frame(asock.KIND_DTMF, b"12")):
+        with pytest.raises(asock.FrameError):
+            asock.check(bad)
+
+
+def test_call_with_audio_both_ways_a_key_and_hangup(server, factory, tmp_path):
+    call = uuid.uuid4()
+    c = AudioSocketClient(server.audiosocket_port)
+    try:
+        c.send(asock.KIND_UUID, call.bytes)
+        frames = []
+        start = time.monotonic()
+        for i in range(40):
+            c.send(asock.KIND_AUDIO, (np.full(160, 300 + i, dtype="<i2")).tobytes())
+            frame = c.frame()
+            assert frame is not None
+            frames.append(frame)
+        elapsed = time.monotonic() - start
+        assert {k for k, _ in frames} == {asock.KIND_AUDIO} and {len(p) for _, p in frames} == {320}
+        pcm = np.frombuffer(b"".join(p for _, p in frames), dtype="<i2")
+        assert np.abs(pcm).max() > 4000  # the greeting tone, as signed 16-bit little-endian
+        assert elapsed > 0.6  # paced by the 20 ms clock, not sent as fast as possible
+        c.send(asock.KIND_DTMF, b"7")
+        session = factory.sessions[str(call)]
+        assert wait(lambda: session.digits == ["7"])
+        assert wait(lambda: session.audio_frames >= 40)
+        c.send(asock.KIND_HANGUP)
+        assert wait(lambda: session.ended)
+        assert session.events[-1] == {**session.events[-1], "type": "hangup", "reason": "caller"}
+        assert (tmp_path / "logs" / f"{call}.jsonl").exists()
+        assert wait(lambda: server.server.limiter.active == 0)
+    finally:
+        c.close()
+
+
+def test_ivr_hangup_sends_hangup_frame(server, factory):
+    call = uuid.uuid4()
+    c = AudioSocketClient(server.audiosocket_port)
+    try:
+        c.send(asock.KIND_UUID, call.bytes)
+        c.send(asock.KIND_DTMF, b"9")
+        kinds = []
+        while (frame := c.frame()) is not None:
+            kinds.append(frame[0])
+        assert kinds[-1] == asock.KIND_HANGUP and asock.KIND_AUDIO in kinds
+        assert factory.sessions[str(call)].ended
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("junk", [
+    b"\x10\x00\x10" + b"\x00" * 16,  # audio before the call UUID
+    b"\x01\x00\x04abcd",  # short UUID
+    b"\x01\x00\x10" + b"u" * 16 + b"\x42\x00\x00",  # unknown kind
+    b"\x01\x00\x10" + b"u" * 16 + b"\x10\xff\xff",  # oversized audio
+    b"\x01\x00\x10" + b"u" * 16 + b"\x10\x00\x03abc",  # odd audio length
+    b"\x01\x00\x10" + b"u" * 16 + b"\x03\x00\x01z",  # not a key
+    b"\x01\x00\x10" + b"u" * 16 + b"\x01\x00\x10" + b"v" * 16,  # second UUID
+    b"\x01\x00",  # truncated header, then the peer closes
+])
+def test_bad_frames_end_the_call_not_the_server(server, factory, junk):
+    c = AudioSocketClient(server.audiosocket_port)
+    try:
+        c.sock.sendall(junk)
+        if junk == b"\x01\x00":
+            c.sock.shutdown(socket.SHUT_WR)
+        while c.frame() is not None:
+            pass  # the server closes the connection
+    finally:
+        c.close()
+    assert wait(lambda: server.server.limiter.active == 0)
+    assert wait(lambda: all(s.ended for s in factory.sessions.values()))
+    good = AudioSocketClient(server.audiosocket_port)  # the listener still takes calls
+    try:
+        good.send(asock.KIND_UUID, uuid.uuid4().bytes)
+        assert good.frame()[0] == asock.KIND_AUDIO
+        good.send(asock.KIND_HANGUP)
+    finally:
+        good.close()
+
+
+def test_max_calls_refuses_extra_connections(factory):
+    srv = ServerThread(factory, sip=None, max_calls=1)
+    a, b = AudioSocketClient(srv.audiosocket_port), None
+    try:
+        a.send(asock.KIND_UUID, uuid.uuid4().bytes)
+        assert a.frame()[0] == asock.KIND_AUDIO
+        b = AudioSocketClient(srv.audiosocket_port)
+        b.send(asock.KIND_UUID, uuid.uuid4().bytes)
+        assert b.frame() == (asock.KIND_HANGUP, b"")
+    finally:
+        a.close()
+        if b:
+            b.close()
+        srv.close()
