@@ -90,6 +90,7 @@ class _Analyser:
             np.float32
         )
         self.w2 = (w * w).astype(np.float32)
+        self.small_index = np.arange(self.n)[None, :] + self.hop * np.arange(32)[:, None]
         # P = 2|X|^2 / (sum w)^2 gives A^2/2 for a sine of amplitude A on the bin; E the block's mean power.
         self.p_scale = 2.0 / float(w.sum()) ** 2
         self.e_scale = 1.0 / float(self.w2.sum())
@@ -99,18 +100,9 @@ class _Analyser:
         self.loss_hz = np.linspace(-150.0, 150.0, 601)
         resp = np.abs(np.exp(2j * np.pi * np.outer(self.loss_hz, n) / rate) @ w) / w.sum()
         self.loss_pow = np.maximum(resp**2, 1e-6)
-
-    def analyse(self, blocks: np.ndarray, prev_x: np.ndarray | None):
-        """blocks: (m, n) float32. Returns complex X (m, 8), power P (m, 8), energy E (m,), offset Hz (m, 8)."""
-        y = blocks @ self.basis
-        x = y[:, :8].astype(np.complex128) - 1j * y[:, 8:]
-        p = (x.real**2 + x.imag**2) * self.p_scale
-        e = (blocks * blocks) @ self.w2 * self.e_scale
-        before = np.empty_like(x)
-        before[1:] = x[:-1]
-        before[0] = prev_x if prev_x is not None else 0
-        off = np.angle(x * np.conj(before) * self.hop_phase) * self.hz_per_rad
-        return x, p, e, off
+        # the most power the window can lose on a tone still within the accepted offset (for a cheap pre-screen)
+        within = np.abs(self.loss_hz) <= s.max_freq_error * _FREQS.max() + 1
+        self.max_loss = float(self.loss_pow[within].min())
 
 
 @lru_cache(maxsize=16)
@@ -145,7 +137,7 @@ class DtmfReceiver:
         self._buf = np.zeros(0, dtype=np.float32)
         self._next_block = 0  # index of the next block to analyse
         self._buf_start = 0  # sample index (analysis rate) of _buf[0]
-        self._prev_x = None
+        self._prev_y = None  # DFT (cos/sin parts) of the last block analysed
         self._run = None  # [key, first_block, last_block]
         self._ended = False
 
@@ -210,8 +202,11 @@ class DtmfReceiver:
                 break
             m = min(avail, chunk)
             seg = self._buf[first_off : first_off + (m - 1) * a.hop + a.n]
-            blocks = np.lib.stride_tricks.sliding_window_view(seg, a.n)[:: a.hop]
-            votes = self._votes(np.ascontiguousarray(blocks))
+            if m <= len(a.small_index):  # a frame or two: a fancy-index gather is cheaper than a strided view
+                blocks = seg[a.small_index[:m]]
+            else:
+                blocks = np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(seg, a.n)[:: a.hop])
+            votes = self._votes(blocks)
             events += self._runs(votes, self._next_block)
             self._next_block += m
         drop = self._next_block * a.hop - self._buf_start
@@ -221,20 +216,42 @@ class DtmfReceiver:
         return events
 
     def _votes(self, blocks: np.ndarray) -> np.ndarray:
-        a = self._an
-        x, p, e, off = a.analyse(blocks, self._prev_x)
-        self._prev_x = x[-1].copy()
-        rows = np.arange(len(p))
-        lo = np.argmax(p[:, :4], axis=1)
-        hi = 4 + np.argmax(p[:, 4:], axis=1)
-        pl, ph = p[rows, lo], p[rows, hi]
-        lo_next = np.sort(p[:, :4], axis=1)[:, -2]
-        hi_next = np.sort(p[:, 4:], axis=1)[:, -2]
-        off_l, off_h = off[rows, lo], off[rows, hi]
+        """One vote per block: key index 0-15, or -1."""
+        a, s = self._an, self.settings
+        y = blocks @ a.basis  # (m, 16): X = y[:, :8] - 1j * y[:, 8:]
+        p = (y[:, :8] ** 2 + y[:, 8:] ** 2) * a.p_scale
+        e = (blocks * blocks) @ a.w2 * a.e_scale
+        prev = self._prev_y
+        self._prev_y = y[-1].copy()
+        votes = np.full(len(p), -1, dtype=np.int64)
+        pl, ph = p[:, :4].max(axis=1), p[:, 4:].max(axis=1)
+        # cheap pre-screen, loose enough for any tone the full checks could accept
+        floor = self._min_level * a.max_loss
+        idx = np.flatnonzero((pl + ph >= s.min_purity * a.max_loss * e) & (np.minimum(pl, ph) >= floor))
+        if idx.size == 0:
+            return votes
+        pl, ph, e, pi = pl[idx], ph[idx], e[idx], p[idx]
+        lo = np.argmax(pi[:, :4], axis=1)
+        hi = 4 + np.argmax(pi[:, 4:], axis=1)
+        before = np.zeros((len(idx), 16), dtype=y.dtype)
+        inside = idx > 0
+        before[inside] = y[idx[inside] - 1]
+        if prev is not None:
+            before[~inside] = prev
+        cur = y[idx]
+        k = np.arange(len(idx))
+
+        def offset(col):
+            x_now = cur[k, col] - 1j * cur[k, col + 8].astype(np.complex128)
+            x_before = before[k, col] - 1j * before[k, col + 8].astype(np.complex128)
+            return np.angle(x_now * np.conj(x_before) * a.hop_phase[col]) * a.hz_per_rad
+
+        off_l, off_h = offset(lo), offset(hi)
         fl, fh = _FREQS[lo], _FREQS[hi]
         pl_c = pl / np.interp(off_l, a.loss_hz, a.loss_pow)
         ph_c = ph / np.interp(off_h, a.loss_hz, a.loss_pow)
-        s = self.settings
+        lo_next = np.sort(pi[:, :4], axis=1)[:, -2]
+        hi_next = np.sort(pi[:, 4:], axis=1)[:, -2]
         ok = (
             (np.abs(off_l) <= s.max_freq_error * fl)
             & (np.abs(off_h) <= s.max_freq_error * fh)
@@ -246,10 +263,13 @@ class DtmfReceiver:
             & (ph_c <= self._twist_hi * pl_c)
             & (pl_c + ph_c >= s.min_purity * e)
         )
-        return np.where(ok, lo * 4 + (hi - 4), -1)
+        votes[idx[ok]] = lo[ok] * 4 + (hi[ok] - 4)
+        return votes
 
     def _runs(self, votes: np.ndarray, base: int) -> list[DtmfEvent]:
         events: list[DtmfEvent] = []
+        if self._run is None and votes.max() < 0:
+            return events
         change = np.flatnonzero(np.diff(votes)) + 1
         starts = np.concatenate([[0], change])
         ends = np.concatenate([change, [len(votes)]])
