@@ -176,3 +176,76 @@ class SipClient:
         ok = self.status(200)
         self.ack(ok)
         return ok, ok.get("To").split("tag=")[1].split(";")[0]
+
+
+# ---------------------------------------------------------------- sipp
+
+SIPP_DIR = __import__("pathlib").Path(__file__).resolve().parent
+
+
+def free_udp_port() -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def scenario(tmp_dir, template: str, **values) -> str:
+    """Write ``tests/sipp/<template>`` with its {placeholders} filled into ``tmp_dir``; returns the path."""
+    text = (SIPP_DIR / template).read_text(encoding="iso-8859-1")
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", str(value))
+    path = __import__("pathlib").Path(tmp_dir) / template
+    path.write_text(text, encoding="iso-8859-1")
+    return str(path)
+
+
+class SippResult:
+    def __init__(self, returncode: int, stdout: str, errors: str):
+        self.returncode = returncode
+        self.stdout = stdout
+        self.errors = errors
+
+    def __repr__(self) -> str:
+        return f"sipp exit {self.returncode}\n{self.errors[-3000:]}\n{self.stdout[-2000:]}"
+
+
+def run_sipp(scenario_path: str, sip_port: int, tmp_dir, calls: int = 1, concurrent: int = 1,
+             rate: int = 10, timeout: float = 90.0, media_port: int | None = None) -> SippResult:
+    """Run sipp as a caller against 127.0.0.1:sip_port; the process is always killed at the end."""
+    import subprocess
+    from pathlib import Path
+
+    err = Path(tmp_dir) / f"sipp_errors_{time.monotonic_ns()}.log"
+    cmd = ["sipp", f"127.0.0.1:{sip_port}", "-sf", scenario_path, "-i", "127.0.0.1", "-p", str(free_udp_port()),
+           "-mi", "127.0.0.1", "-mp", str(media_port or free_udp_port() & ~1), "-m", str(calls),
+           "-l", str(concurrent), "-r", str(rate), "-timeout", f"{int(timeout)}s", "-timeout_error",
+           "-recv_timeout", "30000", "-nostdin", "-trace_err", "-error_file", str(err), "-max_retrans", "8"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            cwd=str(SIPP_DIR), text=True, errors="replace")
+    try:
+        out, _ = proc.communicate(timeout=timeout + 30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    errors = err.read_text(errors="replace") if err.exists() else ""
+    return SippResult(proc.returncode, out or "", errors)
+
+
+def pcap_rtp(path) -> list:
+    """The RTP packets of a capture written by scripts/make_pcaps.py (Ethernet + IPv4 + UDP)."""
+    import struct
+    from pathlib import Path
+
+    from ivr import rtp
+
+    data = Path(path).read_bytes()
+    out, offset = [], 24
+    while offset + 16 <= len(data):
+        _, _, incl, _ = struct.unpack_from("<IIII", data, offset)
+        frame = data[offset + 16 : offset + 16 + incl]
+        out.append(rtp.RtpPacket.parse(frame[14 + 20 + 8 :]))
+        offset += 16 + incl
+    return out
