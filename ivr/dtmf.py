@@ -134,9 +134,12 @@ class DtmfReceiver:
         self._bridge = int(round(s.bridge_ms / s.hop_ms))
         self._edge = s.edge_ms * self._arate / 1000
         self._min_span = s.min_tone_ms * self._arate / 1000
-        self._buf = np.zeros(0, dtype=np.float32)
-        self._next_block = 0  # index of the next block to analyse
-        self._buf_start = 0  # sample index (analysis rate) of _buf[0]
+        # The stream is preceded by one hop of silence so that a tone already sounding at the first sample
+        # has a block before it to measure its phase advance against, and is timed from 0.
+        hop = self._an.hop
+        self._buf = np.zeros(hop, dtype=np.float32)
+        self._next_block = -1  # index of the next block to analyse; block i starts at sample i * hop
+        self._buf_start = -hop  # sample index (analysis rate) of _buf[0]
         self._prev_y = None  # DFT (cos/sin parts) of the last block analysed
         self._run = None  # [key, first_block, last_block]
         self._ended = False
@@ -186,7 +189,7 @@ class DtmfReceiver:
         if self._span((key, first, last)) < self._min_span:
             return None
         a = self._an
-        start = (first * a.hop + self._edge) / a.rate
+        start = max(0.0, (first * a.hop + self._edge) / a.rate)
         end = (last * a.hop + a.n - self._edge) / a.rate
         return DtmfEvent(KEYS[key], round(start, 4), round(end, 4))
 

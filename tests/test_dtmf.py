@@ -358,3 +358,10 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     # the real entry point, as a user runs it
     proc = subprocess.run([sys.executable, "-m", "ivr", "dtmf", str(bad), "--json"], capture_output=True, text=True)
     assert proc.returncode == 2 and "cannot be read as audio" in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_tone_sounding_at_the_first_sample_is_timed_from_zero(rate):
+    ev = detect(generate("5", rate, tone_ms=80, gap_ms=50), rate)
+    assert [e.digit for e in ev] == ["5"]
+    assert ev[0].start <= 0.002 and abs(ev[0].end - 0.08) <= 0.005
