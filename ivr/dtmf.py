@@ -189,7 +189,8 @@ class DtmfReceiver:
         if self._span((key, first, last)) < self._min_span:
             return None
         a = self._an
-        start = max(0.0, (first * a.hop + self._edge) / a.rate)
+        # a run from block 0 (the first one with a phase reference) was sounding when the stream began
+        start = 0.0 if first <= 0 else (first * a.hop + self._edge) / a.rate
         end = (last * a.hop + a.n - self._edge) / a.rate
         return DtmfEvent(KEYS[key], round(start, 4), round(end, 4))
 
@@ -239,6 +240,8 @@ class DtmfReceiver:
         before = np.zeros((len(idx), 16), dtype=y.dtype)
         inside = idx > 0
         before[inside] = y[idx[inside] - 1]
+        # the stream's very first block has nothing to measure a phase advance against
+        has_ref = np.ones(len(idx), dtype=bool) if prev is not None else inside
         if prev is not None:
             before[~inside] = prev
         cur = y[idx]
@@ -256,7 +259,8 @@ class DtmfReceiver:
         lo_next = np.sort(pi[:, :4], axis=1)[:, -2]
         hi_next = np.sort(pi[:, 4:], axis=1)[:, -2]
         ok = (
-            (np.abs(off_l) <= s.max_freq_error * fl)
+            has_ref
+            & (np.abs(off_l) <= s.max_freq_error * fl)
             & (np.abs(off_h) <= s.max_freq_error * fh)
             & (pl_c >= self._min_level)
             & (ph_c >= self._min_level)
