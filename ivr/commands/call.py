@@ -15,6 +15,8 @@ import unicodedata
 def register(sub) -> None:
     _register_menu(sub)
     _register_chat(sub)
+    _register_call(sub)
+    _register_report(sub)
 
 
 # --- ivr menu -----------------------------------------------------------------------------------------------
@@ -188,4 +190,167 @@ def cmd_chat(args) -> int:
         if not interactive:
             print(f"Bạn: {text}", flush=True)
         call.line(text)
+    return 0
+
+
+# --- ivr call -----------------------------------------------------------------------------------------------
+
+CALL_RATE = 8000  # the telephone line
+
+
+def _register_call(sub) -> None:
+    p = sub.add_parser(
+        "call", help="simulate a phone call: the caller's side from a WAV file, the IVR's answers to a WAV",
+        description="Simulate one phone call. The caller's side is read from CALLER.wav (any WAV, converted to "
+                    "8 kHz) and played to the IVR in 20 ms frames, in simulated time (much faster than real "
+                    "time); keys are keypad tones in the audio. When the file ends, the caller hangs up.",
+    )
+    p.add_argument("caller", metavar="CALLER.wav", help="the caller's side of the call")
+    p.add_argument("--out", metavar="WAV", help="write the call as a stereo WAV: caller left, IVR right")
+    p.add_argument("--json", action="store_true", help="print the call's events as JSON")
+    p.add_argument("--model", metavar="PATH|none", help="Vosk model directory, or 'none' for keys only "
+                   "(default: the installed model, if any)")
+    p.add_argument("--log-dir", metavar="DIR", help="where the call log goes (default: logs/ or $IVR_LOG_DIR)")
+    p.add_argument("--operator-busy", action="store_true",
+                   help="the operator transfer fails (the IVR apologises and goes on) instead of ending the call")
+    p.set_defaults(func=cmd_call)
+
+
+def _clock(t: float) -> str:
+    m, s = divmod(max(0.0, t), 60.0)
+    return f"{int(m):02d}:{s:05.2f}"
+
+
+def _transcript_line(e: dict) -> str | None:
+    kind = e["type"]
+    at = _clock(e["t"])
+    if kind == "play":
+        tag = f"IVR [FAQ {e['faq_id']}]" if e.get("faq_id") is not None else "IVR"
+        return f"{at} {tag}: {e['text']}"
+    if kind == "key":
+        return f"{at} caller pressed {e['digit']}"
+    if kind == "heard":
+        return f"{at} caller said: {e['text']} (confidence {e['confidence']:.2f})"
+    if kind == "stop":
+        return f"{at} [IVR stops talking: {e['reason']}]" if e.get("cut") is not None else None
+    if kind == "answer":
+        return f"{at} [answer: FAQ {e['faq_id']} via {e.get('via')}]"
+    if kind == "no_match":
+        return f"{at} [not understood]"
+    if kind == "no_input":
+        return f"{at} [silence #{e['count']}]"
+    if kind == "invalid":
+        return f"{at} [invalid key {e['keys']}]"
+    if kind == "transfer":
+        return f"{at} [transfer to {e['target']}]"
+    if kind == "transfer_failed":
+        return f"{at} [transfer failed: {e.get('reason', '')}]"
+    if kind == "hangup":
+        return f"{at} [{'IVR' if e.get('by') == 'ivr' else 'caller'} hung up]"
+    if kind == "error":
+        return f"{at} [error in {e['where']}: {e['error']}]"
+    return None
+
+
+def simulate_call(caller, resources, *, log_dir=None, call_id: str | None = None, operator_busy: bool = False):
+    """Run one call in simulated time. ``caller``: int16 samples at 8 kHz. Returns (session, ivr samples,
+    call length in samples). Frame k of the caller ([k, k+1) x 20 ms) is fed, then the IVR frame starting at
+    (k+1) x 20 ms is read, so a key or a barge-in shows in the very next IVR frame."""
+    import numpy as np
+
+    from ivr.session import CallSession
+
+    n = CALL_RATE // 50
+    s = CallSession(resources, call_id=call_id, sample_rate=CALL_RATE, log_dir=log_dir, channel="file")
+    s.start(0.0)
+    out = [s.read_audio(n, 0.0)]
+    frames = (len(caller) + n - 1) // n
+    k = 0
+    while k < frames and not s.ended:
+        frame = caller[k * n:(k + 1) * n]
+        if len(frame) < n:
+            frame = np.concatenate([frame, np.zeros(n - len(frame), np.int16)])
+        s.feed_audio(frame, k * n / CALL_RATE)
+        k += 1
+        if s.transfer_to is not None:
+            if not operator_busy:
+                break  # the call is with the operator now: the simulation ends here
+            s.transfer_failed(k * n / CALL_RATE, "operator busy (simulated)")
+        out.append(s.read_audio(n, k * n / CALL_RATE))
+    if not s.ended:
+        s.hangup(k * n / CALL_RATE)  # the file ended: the caller hangs up (or the call was transferred)
+    ivr = np.concatenate(out)[: k * n]
+    return s, ivr, k * n
+
+
+def cmd_call(args) -> int:
+    from pathlib import Path
+
+    from ivr.audio import read_audio, write_wav_stereo
+    from ivr.calllog import default_log_dir
+    from ivr.errors import IvrError
+    from ivr.session import Resources
+
+    caller, _ = read_audio(args.caller, CALL_RATE)
+    out = Path(args.out) if args.out else None
+    if out is not None and out.parent and not out.parent.exists():
+        raise IvrError(f"--out {out}: the directory {out.parent} does not exist", "create it or give another path")
+    resources = Resources.load(model_path=args.model, tts_rate=CALL_RATE)
+    if resources.model is None:
+        print(f"ivr: {resources.speech_note}", file=sys.stderr)
+    log_dir = Path(args.log_dir) if args.log_dir else default_log_dir()
+    call_id = f"call-{Path(args.caller).stem}-{__import__('time').strftime('%Y%m%d-%H%M%S')}"
+    session, ivr, length = simulate_call(caller, resources, log_dir=log_dir, call_id=call_id,
+                                         operator_busy=args.operator_busy)
+    if out is not None:
+        try:
+            write_wav_stereo(out, caller[:length], ivr, CALL_RATE)
+        except Exception as exc:
+            raise IvrError(f"--out {out}: cannot write the recording ({exc})", "give a writable path") from None
+    answered = [e["faq_id"] for e in session.events if e["type"] == "answer"]
+    if args.json:
+        print(json.dumps({"call_id": session.call_id, "seconds": round(length / CALL_RATE, 3),
+                          "events": session.events, "answered_faq_ids": answered,
+                          "log": str(session.log_path) if session.log_path else None},
+                         ensure_ascii=False))
+        return 0
+    for e in session.events:
+        line = _transcript_line(e)
+        if line:
+            print(line)
+    print(f"-- call of {length / CALL_RATE:.1f} s; answers given: "
+          f"{', '.join(f'FAQ {i}' for i in answered) or 'none'}; log: {session.log_path}")
+    if out is not None:
+        print(f"-- recording (caller left, IVR right): {out}")
+    return 0
+
+
+# --- ivr report ---------------------------------------------------------------------------------------------
+
+
+def _register_report(sub) -> None:
+    p = sub.add_parser("report", help="summarise the call logs: unanswered questions, answers, transfers",
+                       description="Summarise a directory of call logs (*.jsonl): questions the IVR did not "
+                                   "understand (with counts), answers per FAQ entry, calls, transfers and "
+                                   "the mean call length.")
+    p.add_argument("log_dir", metavar="LOGDIR", nargs="?", help="the log directory (default: logs/)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    from ivr.calllog import default_log_dir, report, report_text
+
+    data = report(args.log_dir or default_log_dir())
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+        return 0
+    faq = None
+    try:
+        from ivr.faq import load_faq
+
+        faq = load_faq()
+    except Exception:
+        faq = None
+    print(report_text(data, faq))
     return 0
