@@ -101,9 +101,11 @@ class SessionWorker:
         if frame is None and self.started:
             self.underruns += 1
         if self.started and not self.ended:
-            while self._n_requested - self._n_done < PREFETCH:
+            now = self.now()
+            while (ahead := self._n_requested - self._n_done) < PREFETCH:
                 self._n_requested = next(self._requested)
-                self._jobs.put(("read", self.now()))
+                # t of the frame's first sample: after the frames already prepared or being prepared
+                self._jobs.put(("read", now + (len(self.out) + ahead) * FRAME_SAMPLES / 8000))
         return frame
 
     @property
@@ -137,10 +139,11 @@ class SessionWorker:
                     samples = self._decode(job[1])
                     if self._pending.size:
                         samples = np.concatenate([self._pending, samples])
-                    t = job[2]
                     n = samples.size // FRAME_SAMPLES * FRAME_SAMPLES
+                    # the payload ended when it arrived: t of each frame's first sample counts back from there
+                    t0 = job[2] - samples.size / 8000
                     for i in range(0, n, FRAME_SAMPLES):
-                        session.feed_audio(samples[i : i + FRAME_SAMPLES], t)
+                        session.feed_audio(samples[i : i + FRAME_SAMPLES], max(0.0, t0 + i / 8000))
                     self._pending = samples[n:]
                 elif kind == "digit":
                     session.feed_digit(job[1], job[2])

@@ -108,6 +108,11 @@ def session_factory(args: argparse.Namespace):
             raise IvrError(f"--log-dir {log_dir}: cannot create it ({exc.strerror})", "give a writable directory") from None
     model = args.model if args.model is not None else None
     resources = Resources.load(model_path=model, tts_rate=8000)
+    if resources.speech_note:
+        print(f"ivr serve: {resources.speech_note}", file=sys.stderr)
+    counts = resources.warm()  # every prompt and answer rendered now: no call waits for the speech engine
+    print(f"ivr serve: {counts.get('texts', 0)} prompts and answers ready "
+          f"({counts.get('rendered', 0)} rendered now)", file=sys.stderr)
 
     def factory(call_id: str, channel: str):
         return CallSession(resources, call_id=call_id, sample_rate=8000, log_dir=log_dir, channel=channel)

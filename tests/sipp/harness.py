@@ -249,3 +249,75 @@ def pcap_rtp(path) -> list:
         out.append(rtp.RtpPacket.parse(frame[14 + 20 + 8 :]))
         offset += 16 + incl
     return out
+
+
+# ---------------------------------------------------------------- `ivr serve` as a process
+
+
+class IvrServe:
+    """``ivr serve`` in a subprocess on ephemeral ports; always killed by ``stop``."""
+
+    def __init__(self, tmp_dir, *args: str, timeout: float = 60.0):
+        import os
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.log_dir = Path(tmp_dir) / "logs"
+        self.stderr_path = Path(tmp_dir) / f"ivr_serve_{time.monotonic_ns()}.err"
+        low, high = free_rtp_range()
+        cmd = [sys.executable, "-m", "ivr", "serve", "--sip", "127.0.0.1:0", "--audiosocket", "127.0.0.1:0",
+               "--rtp-ports", f"{low}-{high}", "--log-dir", str(self.log_dir), *args]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._err = open(self.stderr_path, "w")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, stdin=subprocess.DEVNULL,
+                                     text=True, env=env)
+        self.addresses: dict[str, int] = {}
+        end = time.monotonic() + timeout
+        try:
+            while len(self.addresses) < 2:
+                if time.monotonic() > end or self.proc.poll() is not None:
+                    raise RuntimeError(f"ivr serve did not start: {self.stderr()}")
+                line = self.proc.stdout.readline()
+                if line.startswith("listening "):
+                    _, name, addr = line.split()
+                    self.addresses[name] = int(addr.rsplit(":", 1)[1])
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def sip_port(self) -> int:
+        return self.addresses["sip"]
+
+    @property
+    def audiosocket_port(self) -> int:
+        return self.addresses["audiosocket"]
+
+    def stderr(self) -> str:
+        self._err.flush()
+        return self.stderr_path.read_text(errors="replace")[-4000:]
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        """SIGTERM and wait for the graceful exit; returns the exit code."""
+        import signal
+
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._err.close()
+
+    def logs(self) -> list[list[dict]]:
+        import json
+
+        out = []
+        for path in sorted(self.log_dir.glob("*.jsonl")):
+            out.append([json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()])
+        return out

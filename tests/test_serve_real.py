@@ -1,0 +1,212 @@
+"""`ivr serve` with the real call session (dialogue, DTMF receiver, TTS cache, call log), driven by real
+peers: sipp over SIP/RTP and an AudioSocket client. Speech recognition is off here (--model none): the
+keypad drives the dialogue; the voice path is covered by the session and ASR tests.
+"""
+
+import socket
+import struct
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+import yaml
+from sipp.harness import SIPP_DIR, IvrServe, SipClient, run_sipp, scenario
+
+from ivr import audiosocket as asock
+from ivr import dtmf
+
+pytestmark = pytest.mark.realpeer
+
+CAPTURES = yaml.safe_load((SIPP_DIR / "pcaps.yaml").read_text(encoding="utf-8"))["captures"]
+
+
+def capture(mode: str, faq_id: int) -> dict:
+    return next(c for c in CAPTURES if c["mode"] == mode and c.get("faq_id") == faq_id)
+
+
+@pytest.fixture(scope="module")
+def menu():
+    from ivr.faq import load_faq
+    from ivr.menu import build_menu
+    from ivr.prompts import load_prompts
+
+    return build_menu(load_faq(), load_prompts())
+
+
+@pytest.fixture
+def serve(tmp_path):
+    procs = []
+
+    def start(*args):
+        p = IvrServe(tmp_path, "--model", "none", *args)
+        procs.append(p)
+        return p
+
+    try:
+        yield start
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def events_of(log: list[dict], kind: str) -> list[dict]:
+    return [e for e in log if e["type"] == kind]
+
+
+@pytest.mark.parametrize("mode,faq_id", [("rfc4733", 9), ("inband", 13)])
+def test_sipp_keys_reach_the_answer(serve, tmp_path, menu, mode, faq_id):
+    cap = capture(mode, faq_id)
+    assert "".join(menu.path_to(faq_id)) == cap["keys"], "menu changed: run scripts/make_pcaps.py"
+    ivr = serve()
+    scen = scenario(tmp_path, "uac_play.xml", pcap=cap["file"], lead_ms=1500, hold_ms=4000)
+    result = run_sipp(scen, ivr.sip_port, tmp_path)
+    assert result.returncode == 0, f"{result}\n{ivr.stderr()}"
+    assert ivr.terminate() == 0
+    (log,) = ivr.logs()
+    keys = events_of(log, "key")
+    assert "".join(k["digit"] for k in keys) == cap["keys"]
+    assert {k["via"] for k in keys} == {"signal" if mode == "rfc4733" else "tone"}
+    answers = events_of(log, "answer")
+    assert [a["faq_id"] for a in answers] == [faq_id]
+    plays = events_of(log, "play")
+    assert any(p.get("faq_id") == faq_id for p in plays)  # the answer itself started playing
+    assert log[-1]["type"] == "hangup"
+
+
+def test_sipp_caller_hangs_up_in_the_middle_of_the_greeting(serve, tmp_path):
+    ivr = serve()
+    scen = scenario(tmp_path, "uac_play.xml", pcap=capture("rfc4733", 9)["file"], lead_ms=1200, hold_ms=0)
+    result = run_sipp(scen, ivr.sip_port, tmp_path)
+    assert result.returncode == 0, f"{result}\n{ivr.stderr()}"
+    assert ivr.terminate() == 0
+    (log,) = ivr.logs()
+    first_play = events_of(log, "play")[0]
+    ended = {e["play_id"] for e in events_of(log, "play_end")}
+    assert first_play["play_id"] not in ended and first_play["seconds"] > 2.0  # cut off mid-greeting
+    assert log[-1]["type"] == "hangup" and log[-1].get("by") != "ivr"
+
+
+def test_sipp_ten_concurrent_calls_reach_the_answer(serve, tmp_path):
+    cap = capture("rfc4733", 9)
+    ivr = serve()
+    scen = scenario(tmp_path, "uac_play.xml", pcap=cap["file"], lead_ms=1500, hold_ms=3000)
+    result = run_sipp(scen, ivr.sip_port, tmp_path, calls=10, concurrent=10, rate=20)
+    assert result.returncode == 0, f"{result}\n{ivr.stderr()}"
+    assert ivr.terminate() == 0
+    logs = ivr.logs()
+    assert len(logs) == 10
+    for log in logs:
+        assert [a["faq_id"] for a in events_of(log, "answer")] == [9]
+
+
+def test_sigterm_refuses_new_calls_then_says_goodbye_and_hangs_up(serve, tmp_path):
+    ivr = serve("--grace", "1")
+    client = SipClient(ivr.sip_port)
+    late = SipClient(ivr.sip_port)
+    try:
+        ok, _ = client.invite()
+        time.sleep(0.5)
+        code = {}
+        waiter = threading.Thread(target=lambda: code.setdefault("rc", ivr.terminate(60)))
+        waiter.start()
+        time.sleep(0.3)
+        late.request("INVITE", body=late.offer())
+        assert late.status(503).get("Retry-After")
+        heard = []
+        client.rtp.settimeout(0.5)
+        bye = None
+        end = time.monotonic() + 30
+        while time.monotonic() < end and bye is None:
+            msg = client.receive(0.2)
+            if msg is not None and msg.method == "BYE":
+                bye = msg
+            try:
+                while True:
+                    heard.append(client.rtp.recvfrom(2048)[0])
+            except (TimeoutError, BlockingIOError):
+                pass
+        assert bye is not None
+        client.reply(bye, 200)
+        waiter.join(60)
+        assert code.get("rc") == 0
+    finally:
+        client.close()
+        late.close()
+    (log,) = ivr.logs()
+    goodbye = [p for p in events_of(log, "play") if p.get("prompt_id") == "goodbye"]
+    assert goodbye and log[-1]["type"] == "hangup" and log[-1]["by"] == "ivr"
+    assert goodbye[0]["t"] >= 1.0  # after the grace period
+
+
+class AudioSocketPeer:
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.received = bytearray()
+        self.kinds: list[int] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        buf = b""
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return
+                buf += chunk
+                while len(buf) >= 3:
+                    kind, n = struct.unpack("!BH", buf[:3])
+                    if len(buf) < 3 + n:
+                        break
+                    self.kinds.append(kind)
+                    if kind == asock.KIND_AUDIO:
+                        self.received += buf[3 : 3 + n]
+                    buf = buf[3 + n :]
+        except OSError:
+            return
+
+    def send(self, kind: int, payload: bytes = b"") -> None:
+        self.sock.sendall(asock.encode(kind, payload))
+
+    def audio(self, pcm: np.ndarray) -> None:
+        """Send ``pcm`` as 20 ms frames in real time."""
+        start = time.monotonic()
+        for i in range(0, len(pcm), 160):
+            frame = pcm[i : i + 160]
+            frame = np.pad(frame, (0, 160 - len(frame)))
+            self.send(asock.KIND_AUDIO, frame.astype("<i2").tobytes())
+            delay = start + (i // 160 + 1) * 0.02 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+
+def test_audiosocket_call_with_tones_a_dtmf_message_and_hangup(serve, menu):
+    ivr = serve()
+    faq_id = 10
+    keys = "".join(menu.path_to(faq_id))
+    call = uuid.uuid4()
+    peer = AudioSocketPeer(ivr.audiosocket_port)
+    try:
+        peer.send(asock.KIND_UUID, call.bytes)
+        peer.audio(np.zeros(8000, dtype=np.int16))  # 1 s into the greeting
+        peer.audio(dtmf.generate(keys[0], rate=8000, tone_ms=100, gap_ms=200))  # first key in-band
+        for key in keys[1:]:
+            peer.send(asock.KIND_DTMF, key.encode())  # the rest as DTMF messages
+        peer.audio(np.zeros(16000, dtype=np.int16))  # the answer starts
+        peer.send(asock.KIND_HANGUP)
+        time.sleep(0.5)
+    finally:
+        peer.sock.close()
+    assert ivr.terminate() == 0
+    (log,) = ivr.logs()
+    start = events_of(log, "start")[0]
+    assert start["channel"] == "audiosocket" and start["call_id"] == str(call)
+    assert [(k["digit"], k["via"]) for k in events_of(log, "key")] == [(keys[0], "tone")] + [
+        (k, "signal") for k in keys[1:]]
+    assert [a["faq_id"] for a in events_of(log, "answer")] == [faq_id]
+    pcm = np.frombuffer(bytes(peer.received), dtype="<i2").astype(np.float64)
+    assert len(pcm) >= 8000 * 3  # 20 ms frames kept coming for the whole call
+    rms_db = 20 * np.log10(np.sqrt(np.mean(pcm[:8000] ** 2)) / 32768 + 1e-12)
+    assert rms_db > -35  # the greeting is speech, not silence
