@@ -75,7 +75,7 @@ VALID_KEYS = set("0123456789*#ABCD")
 
 
 def _r(t: float) -> float:
-    return round(float(t), 3)
+    return round(float(t), 6)  # exact to the sample at 8 and 16 kHz
 
 
 @dataclass

@@ -279,8 +279,8 @@ def simulate_call(caller, resources, *, log_dir=None, call_id: str | None = None
         out.append(s.read_audio(n, k * n / CALL_RATE))
     if not s.ended:
         s.hangup(k * n / CALL_RATE)  # the file ended: the caller hangs up (or the call was transferred)
-    ivr = np.concatenate(out)[: k * n]
-    return s, ivr, k * n
+    ivr = np.concatenate(out)  # up to the end of the frame in which the call ended
+    return s, ivr, len(ivr)
 
 
 def cmd_call(args) -> int:
@@ -304,15 +304,12 @@ def cmd_call(args) -> int:
                                          operator_busy=args.operator_busy)
     if out is not None:
         try:
-            write_wav_stereo(out, caller[:length], ivr, CALL_RATE)
+            write_wav_stereo(out, caller[:length], ivr, CALL_RATE)  # caller padded with silence if shorter
         except Exception as exc:
             raise IvrError(f"--out {out}: cannot write the recording ({exc})", "give a writable path") from None
     answered = [e["faq_id"] for e in session.events if e["type"] == "answer"]
     if args.json:
-        print(json.dumps({"call_id": session.call_id, "seconds": round(length / CALL_RATE, 3),
-                          "events": session.events, "answered_faq_ids": answered,
-                          "log": str(session.log_path) if session.log_path else None},
-                         ensure_ascii=False))
+        print(json.dumps({"events": session.events, "answered_faq_ids": answered}, ensure_ascii=False))
         return 0
     for e in session.events:
         line = _transcript_line(e)
