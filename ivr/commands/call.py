@@ -299,7 +299,10 @@ def cmd_call(args) -> int:
     if resources.model is None:
         print(f"ivr: {resources.speech_note}", file=sys.stderr)
     log_dir = Path(args.log_dir) if args.log_dir else default_log_dir()
-    call_id = f"call-{Path(args.caller).stem}-{__import__('time').strftime('%Y%m%d-%H%M%S')}"
+    import time
+    import uuid
+
+    call_id = f"call-{Path(args.caller).stem}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     session, ivr, length = simulate_call(caller, resources, log_dir=log_dir, call_id=call_id,
                                          operator_busy=args.operator_busy)
     if out is not None:
