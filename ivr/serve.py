@@ -102,10 +102,10 @@ class SessionWorker:
             self.underruns += 1
         if self.started and not self.ended:
             now = self.now()
-            while (ahead := self._n_requested - self._n_done) < PREFETCH:
+            while (ahead := len(self.out) + self._n_requested - self._n_done) < PREFETCH:
                 self._n_requested = next(self._requested)
                 # t of the frame's first sample: after the frames already prepared or being prepared
-                self._jobs.put(("read", now + (len(self.out) + ahead) * FRAME_SAMPLES / 8000))
+                self._jobs.put(("read", now + ahead * FRAME_SAMPLES / 8000))
         return frame
 
     @property

@@ -83,6 +83,9 @@ def test_call_answer_media_keys_and_caller_bye(server, client, factory, tmp_path
     assert parse_via(ok.get("Via")).params["rport"] == str(client.port)
     client.ack(ok)
     packets = rtp_packets(client.rtp, 25)
+    session = factory.sessions[client.call_id]
+    # the session is read one frame per packet, a few frames ahead at most, at the call time of the frame
+    assert session.reads - 25 <= 4 and abs(session.last_read_t - 25 * 0.02) < 0.2, (session.reads, session.last_read_t)
     assert {p.payload_type for p in packets} == {0}
     assert len({p.ssrc for p in packets}) == 1
     assert all((b.sequence - a.sequence) % 65536 == 1 for a, b in zip(packets, packets[1:], strict=False))
@@ -96,7 +99,6 @@ def test_call_answer_media_keys_and_caller_bye(server, client, factory, tmp_path
     port = answer_port(ok)
     for ts, key in ((16000, "5"), (32000, "#")):
         send_key(client, key, ts, port)
-    session = factory.sessions[client.call_id]
     assert wait(lambda: session.digits == ["5", "#"]), session.digits
     # a packet from another source port is ignored (latched on the SDP address and port)
     stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

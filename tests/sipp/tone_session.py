@@ -34,6 +34,8 @@ class ToneSession:
         self.transfer_to: str | None = None
         self.transfer_failures = 0
         self.threads: set[str] = set()
+        self.reads = 0
+        self.last_read_t = 0.0
         self._log = None
         if log_dir is not None:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
@@ -79,6 +81,8 @@ class ToneSession:
 
     def read_audio(self, n: int, t: float) -> np.ndarray:
         self.threads.add(threading.current_thread().name)
+        self.reads += 1
+        self.last_read_t = t
         out = np.zeros(n, dtype=np.int16)
         if self.remaining:
             k = min(n, self.remaining)
