@@ -42,8 +42,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
+# The demo: a caller who presses keys over the greeting, hears an answer, goes back to the menu for a
+# second one and says goodbye, simulated in virtual time; the two-sided recording goes to out/.
 run: setup
-	$(VENV)/bin/ivr ask "cho em hỏi em quên mật khẩu thì lấy lại thế nào ạ"
+	@mkdir -p out
+	$(VENV)/bin/ivr call tests/fixtures/calls/listen_answer_then_menu.wav --out out/demo_call.wav
 
 test: setup
 	$(VENV)/bin/ruff check ivr tests benchmarks scripts
@@ -57,6 +60,8 @@ bench: setup
 
 fixtures: setup
 	$(PY) scripts/make_fixtures.py
+	$(PY) scripts/make_call_fixtures.py
+	$(PY) scripts/make_pcaps.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
