@@ -17,6 +17,7 @@ def register(sub) -> None:
     _register_chat(sub)
     _register_call(sub)
     _register_report(sub)
+    _register_kiosk(sub)
 
 
 # --- ivr menu -----------------------------------------------------------------------------------------------
@@ -354,3 +355,28 @@ def cmd_report(args) -> int:
         faq = None
     print(report_text(data, faq))
     return 0
+
+
+# --- ivr kiosk ----------------------------------------------------------------------------------------------
+
+
+def _register_kiosk(sub) -> None:
+    p = sub.add_parser(
+        "kiosk", help="hands-free kiosk: microphone and speaker, keyboard keys 0-9 * # as the keypad, q quits",
+        description="Run the IVR on this computer's microphone and speaker (16 kHz). Visitors speak their "
+                    "question or type keys 0-9 * # on the keyboard; q quits. The kiosk does not listen while it "
+                    "speaks (keys still work). Without a sound card it says what is missing.",
+    )
+    p.add_argument("--model", metavar="PATH", default=None,
+                   help="Vosk model directory (default: found as everywhere; 'none': keys only)")
+    p.add_argument("--device", metavar="N", default=None,
+                   help="sound device number or name (`python -m sounddevice` lists them)")
+    p.add_argument("--rate", type=int, default=16000, help="sample rate of the sound card (default 16000)")
+    p.add_argument("--voice", default=None, help="voice: north, central or south (default: config/tts.yaml)")
+    p.set_defaults(func=cmd_kiosk)
+
+
+def cmd_kiosk(args) -> int:
+    from ivr.kiosk import run_kiosk
+
+    return run_kiosk(model=args.model, device=args.device, rate=args.rate, voice=args.voice)

