@@ -286,6 +286,10 @@ class SipCall:
     def cleanup(self, caller_hung_up: bool) -> None:
         if self.state == "ended":
             return
+        if self.rtp and self.rtp.sender:
+            log.info("call %s ended (%s): %d RTP packets sent, %d frames not ready in time, %d received, %d ignored",
+                     self.call_id, self.end_reason or self.state, self.rtp.sender.sent,
+                     self.worker.underruns if self.worker else 0, self.rtp.received, self.rtp.ignored)
         self.state = "ended"
         for handle in self._timers:
             handle.cancel()
