@@ -30,10 +30,18 @@ decision:
   confirm  the speech probably means one entry: the IVR would ask "Có phải quý khách muốn hỏi về ...?"
   reject   nothing understood (no speech, no match, or keys that lead nowhere): the no-match prompt
 
+--json prints one object:
+  {"transcript": str|null, "digits": str, "decision": "keys"|"answer"|"confirm"|"reject", "faq_id": int|null,
+   "score": float|null, "answer": str|null, "reply_wav": str|null,
+   "timings_ms": {"decode": n, "match": n, "tts": n}}
+transcript is null when speech was not transcribed (no model, --model none) and "" when the model heard no
+words; score is the speech match score (null for keys or no words); answer is the FAQ answer text for
+"keys" and "answer". Notes (keys that lead nowhere, no model) go to stderr with --json.
+
 Without a Vosk model the keys still work; speech is reported as not transcribed, with the command that
 downloads a model. The exit status is 0 when a report was produced, 2 for a file that cannot be read.
 timings_ms: decode = reading the file, key detection and speech recognition (model loading included);
-match = FAQ matching; tts = rendering the reply (0 without --out).
+match = loading the FAQ, prompts and keypad menu, and matching; tts = rendering the reply (0 without --out).
 """
 
 
@@ -104,7 +112,7 @@ def register(sub) -> None:
     p = sub.add_parser("answer", help="answer a recorded caller (WAV): keys, speech, match, spoken reply",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", metavar="FILE.wav", help="the recording (any WAV: PCM, float, μ-law, A-law; any rate)")
-    p.add_argument("--json", action="store_true", help="print one JSON object (schema in the description)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (schema above)")
     p.add_argument("--out", metavar="REPLY.wav", default=None, help="write the spoken reply to this WAV file")
     p.add_argument("--model", metavar="PATH", default=None,
                    help="Vosk model directory (default: $IVR_VOSK_MODEL, then models/, then the cache); "
