@@ -20,7 +20,7 @@ import asyncio
 import random
 import struct
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -166,6 +166,7 @@ class MediaClock:
         self._next_id = 0
         self.ticks = 0
         self.skipped = 0
+        self.lateness: deque[float] = deque(maxlen=3000)  # seconds each recent tick ran after its due time
 
     def subscribe(self, fn: Callable[[float, int], None]) -> int:
         self._next_id += 1
@@ -187,6 +188,7 @@ class MediaClock:
             if delay > 0:
                 await asyncio.sleep(delay)
             now = time.monotonic()
+            self.lateness.append(now - due)
             late = int((now - due) / self.period)
             skipped = 0
             if late > self.max_late:
@@ -202,6 +204,13 @@ class MediaClock:
 
                     logging.getLogger("ivr.rtp").exception("media tick failed")
         self._task = None
+
+    def lateness_ms(self) -> tuple[float, float, float]:
+        """p50, p99 and max of how late recent ticks ran, in milliseconds."""
+        if not self.lateness:
+            return 0.0, 0.0, 0.0
+        x = np.array(self.lateness) * 1000
+        return float(np.percentile(x, 50)), float(np.percentile(x, 99)), float(x.max())
 
     async def close(self) -> None:
         self._subs.clear()

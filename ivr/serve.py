@@ -315,6 +315,9 @@ class PhoneServer:
         if self.sip:
             self.sip.close()
         if self.clock:
+            p50, p99, worst = self.clock.lateness_ms()
+            log.info("media clock: %d ticks, %d skipped; tick lateness p50 %.2f ms, p99 %.2f ms, max %.2f ms",
+                     self.clock.ticks, self.clock.skipped, p50, p99, worst)
             await self.clock.close()
 
     def _all_workers(self) -> list[SessionWorker]:
@@ -334,7 +337,13 @@ class PhoneServer:
 
 def run(options: ServeOptions, factory: SessionFactory, ready: Callable[[dict[str, str]], None] | None = None) -> int:
     """Serve until SIGTERM/SIGINT, then shut down gracefully. Returns the exit code."""
+    import gc
     import signal
+
+    # Everything loaded so far (FAQ, matcher, prompts, speech cache, model) lives as long as the process:
+    # keep it out of the collector's full passes, which would otherwise stall the packet clock.
+    gc.collect()
+    gc.freeze()
 
     async def main() -> int:
         server = PhoneServer(options, factory)
