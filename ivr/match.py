@@ -39,9 +39,10 @@ STOPWORDS = frozenset(
     """
     tôi em mình anh chị bạn tớ cháu con chúng ta họ nó bác cô chú ông bà
     thì là mà của cho với và hay hoặc nhưng nên vì do để nếu khi lúc thế vậy nào gì sao đâu
-    rồi nhé nhỉ nha chứ đã đang sẽ vừa mới cứ luôn cũng vẫn còn lại nữa đi ra vào lên xuống
+    rồi nhé nhỉ nha chứ đã đang sẽ vừa cứ luôn cũng vẫn còn lại nữa đi ra vào lên xuống
     cái các những này đó kia ấy một số bị được ạ ơi dạ vâng ừ à ơ ờ giúp hộ giùm nhờ
     làm ai muốn cần phải có không hỏi xin vui lòng thưa ok giờ bây nay hôm
+    thôi bên kiểu như nhá hả ha chút tí xíu
     """.split()
 )
 _FOLDED_STOPWORDS = frozenset(fold(w) or w for w in STOPWORDS)
@@ -50,6 +51,11 @@ DEFAULTS = {
     "answer_threshold": 0.70,
     "confirm_threshold": 0.48,
     "margin": 0.06,
+    "lead_threshold": 1.01,  # a clearly leading entry scoring at least this is confirmed ...
+    "lead_ratio": 1e9,  # ... when it scores at least lead_ratio times the runner-up
+    "unknown_cap": 0.0,  # > 0: unknown caller words saturate at this many words (long chatty sentences)
+    "foreign_words": [],  # words naming other services ("wifi", "facebook"): evidence of out of domain
+    "foreign_factor": 1.0,  # score factor when the caller names one the FAQ never mentions
     "overlap_weight": 0.7,  # share of the weighted word overlap in a phrasing's score (rest: fuzzy)
     "caller_coverage_beta": 1.5,  # >1: covering what the caller said matters more than covering the phrasing
     "unknown_word_weight": 0.9,  # weight of a caller word the FAQ never uses (1.0 = a word unique to one entry)
@@ -84,6 +90,7 @@ class _Corpus:
         self.pair_weight = float(settings["pair_weight"])
         self.scale = float(settings["weight_scale"])
         self.unknown = float(settings["unknown_word_weight"])
+        self.unknown_cap = float(settings["unknown_cap"])
         feats = [self.features(t) for t in texts]
         n_entries = len(set(owners))
         df: dict[str, set[int]] = {}
@@ -119,6 +126,11 @@ class _Corpus:
                 unknown += self.unknown * (self.pair_weight if " " in x else 1.0)
                 continue
             parts.append(c * max(1, round(self.weight[x] * self.scale)))
+        if self.unknown_cap > 0:
+            # a long sentence carries many words the FAQ never uses: the first few count almost fully, the
+            # rest less and less, so a chatty caller is not rejected for talking, only for not matching
+            cap = self.unknown_cap * self.unknown
+            unknown = cap * (1.0 - math.exp(-unknown / cap))
         return "".join(sorted("".join(parts))), unknown * self.scale
 
 
@@ -135,6 +147,9 @@ class Matcher:
         self.answer_threshold = float(s["answer_threshold"])
         self.confirm_threshold = float(s["confirm_threshold"])
         self.margin = float(s["margin"])
+        self.lead_threshold = float(s["lead_threshold"])
+        self.lead_ratio = float(s["lead_ratio"])
+        self.foreign_factor = float(s["foreign_factor"])
         self.faq = faq
         owners: list[int] = []
         phrasings: list[str] = []
@@ -147,6 +162,16 @@ class Matcher:
         self.norm = _Corpus(normed, owners, STOPWORDS, s)
         self.fold = _Corpus([fold(t) for t in normed], owners, _FOLDED_STOPWORDS, s)
         self.entry_ids = [e.id for e in faq.entries]
+        # other services named by the caller, kept only when no FAQ phrasing mentions them
+        vocab = " " + " ".join(normed) + " "
+        foreign = {normalize(w) for w in s["foreign_words"] or []} - {""}
+        foreign = {w for w in foreign if f" {w} " not in vocab}
+        self._foreign_re = re.compile(
+            r"(?<!\w)(?:" + "|".join(re.escape(w) for w in sorted(foreign, key=len, reverse=True)) + r")(?!\w)"
+        ) if foreign else None
+        self._folded_foreign_re = re.compile(
+            r"(?<!\w)(?:" + "|".join(re.escape(fold(w)) for w in sorted(foreign, key=len, reverse=True)) + r")(?!\w)"
+        ) if foreign else None
 
     # -- scoring -----------------------------------------------------------------------------------------
 
@@ -203,6 +228,11 @@ class Matcher:
                 v *= 0.9
                 if v > per_phrasing.get(i, 0.0):
                     per_phrasing[i] = v
+        factor = 1.0
+        if self._foreign_re is not None and (
+            self._foreign_re.search(norm) or self._folded_foreign_re.search(fold(norm))
+        ):
+            factor = self.foreign_factor
         best: dict[int, float] = {}
         owners = self.owners
         for i, v in per_phrasing.items():
@@ -210,7 +240,7 @@ class Matcher:
             if v > best.get(o, 0.0):
                 best[o] = v
         ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
-        return [Candidate(faq_id=o, score=round(min(1.0, max(0.0, v)), 4)) for o, v in ranked if v > 0]
+        return [Candidate(faq_id=o, score=round(min(1.0, max(0.0, v * factor)), 4)) for o, v in ranked if v > 0]
 
     def match(self, text: str) -> MatchResult:
         """Decide what to do with ``text``. Never raises on odd input: it is rejected."""
@@ -225,6 +255,9 @@ class Matcher:
         if top.score >= self.answer_threshold and top.score - runner_up >= self.margin:
             return MatchResult("answer", top.faq_id, top.score, candidates)
         if top.score >= self.confirm_threshold:
+            return MatchResult("confirm", top.faq_id, top.score, candidates)
+        # a moderate score far ahead of every other entry: the ranking is trusted, the caller is asked
+        if top.score >= self.lead_threshold and top.score >= self.lead_ratio * runner_up:
             return MatchResult("confirm", top.faq_id, top.score, candidates)
         return MatchResult("reject", None, top.score, candidates)
 

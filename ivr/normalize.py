@@ -7,9 +7,12 @@ diacritics. Both sides of a comparison (caller text and FAQ phrasings) go throug
 2. punctuation removed, digits split from letters ("48h" -> "48 h"), whitespace collapsed;
 3. i/y spelling variants canonicalised to "y" ("kí" -> "ký", "lí" -> "lý", "mĩ" -> "mỹ");
 4. abbreviations and spoken forms mapped to one canonical form (see ``CANONICAL``): "cks" -> "chữ ký số",
-   "cts" -> "chứng thư số", "app"/"áp" -> "ứng dụng", "mk" -> "mật khẩu", "xì mát ca" -> "smartca";
+   "cts" -> "chứng thư số", "app"/"áp" -> "ứng dụng", "mk"/"pass" -> "mật khẩu", "xì mát ca" -> "smartca",
+   "không nhớ" -> "quên", "mã bin" -> "mã pin", "pin code" -> "pin";
 5. fillers dropped ("alo", "cho em hỏi", "ạ", "dạ", "ơi", "vâng", ...);
-6. spoken numbers turned into digits ("bốn mươi tám" -> "48", "hai" -> "2"); "không" alone stays a word.
+6. spoken numbers turned into digits ("bốn mươi tám" -> "48", "hai" -> "2"); "không" alone stays a word;
+   "bốn tám tiếng" (two digits said one after the other before a time unit) -> "48 giờ", but "hai ba ngày"
+   (consecutive digits: a range) is left alone.
 
 Text typed or recognised without any diacritics ("quen mat khau") is recognised as such: the rules then also
 match the diacritic-free spellings of their phrases, so that its folded form meets the folded FAQ.
@@ -62,6 +65,9 @@ CANONICAL: dict[str, tuple[str, ...]] = {
     "chữ ký số": ("cks", "chữ ký điện tử"),
     "chứng thư số": ("cts", "chứng thư", "chứng chỉ số"),
     "mật khẩu": ("mk", "pass", "password", "pass word", "mật mã"),
+    "quên": ("không nhớ", "ko nhớ", "k nhớ", "hông nhớ", "hổng nhớ", "chẳng nhớ", "chả nhớ"),
+    "mã pin": ("mã bin", "mã pín", "mã pinh", "mã pin code"),
+    "pin": ("pin code", "pincode"),
     "smartca": ("smart ca", "smart c a", "smartcard", "smart card", "xì mát ca", "xờ mát ca", "sờ mát ca",
                 "smát ca", "xmart ca", "mát ca", "vnpt ca"),
     "email": ("e mail", "mail", "gmail", "i meo", "i mêu", "e meo", "thư điện tử"),
@@ -224,6 +230,13 @@ def digits_to_words(text: str) -> str:
 
 # "48 h", "48 tiếng" -> "48 giờ"
 _HOURS_RE = re.compile(r"(?<=\d) (?:h|tiếng|tieng|giờ|gio|hours?)(?!\w)")
+# "bốn tám tiếng" (said for 48) -> "4 8 giờ" -> "48 giờ"; two consecutive digits ("hai ba ngày") are a range
+_TWO_DIGITS_RE = re.compile(r"(?<!\w)([2-9]) ([1-9]) (?=(?:giờ|ngày|tháng|phút|gio|ngay|thang|phut)(?!\w))")
+
+
+def _join_digits(m: re.Match) -> str:
+    a, b = int(m.group(1)), int(m.group(2))
+    return m.group(0) if b == a + 1 else f"{a}{b} "
 
 
 # --- the rules compiled once ---------------------------------------------------------------------------------
@@ -269,4 +282,5 @@ def normalize(text: str) -> str:
         text = _FOLDED_CANON_RE.sub(lambda m: _FOLDED_CANON_TABLE[m.group(1)], text)
     text = spoken_number_to_digits(text, unmarked)
     text = _HOURS_RE.sub(" giờ", text)
+    text = _TWO_DIGITS_RE.sub(_join_digits, text)
     return _SPACES_RE.sub(" ", text).strip()
