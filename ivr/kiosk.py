@@ -409,11 +409,12 @@ def run_kiosk(model=None, device=None, rate: int = 16000, voice: str | None = No
     if isinstance(device, str) and device.strip().isdigit():
         device = int(device)
     check_sound_device(device)
+    from ivr.calllog import default_log_dir
     from ivr.session import Resources
     from ivr.tts import Synthesizer, TtsCache
 
     resources = Resources.load(model, tts_rate=rate, tts=TtsCache(Synthesizer.from_config(voice=voice)))
-    kiosk = Kiosk(resources, rate=rate, log_dir=log_dir)
+    kiosk = Kiosk(resources, rate=rate, log_dir=log_dir or default_log_dir())
     print("Kiosk ready: speak after the greeting, or type keys 0-9 * #; q quits.", flush=True)
     keyboard_thread(kiosk)
     return kiosk.run(SoundDevice(rate, device))

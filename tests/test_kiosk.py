@@ -123,8 +123,8 @@ def menu_answer_12(keys_only):
     return topic.options["2"].faq_id
 
 
-def test_keyboard_keys_act_as_the_keypad_and_q_quits(keys_only, menu_answer_12):
-    kiosk = Kiosk(keys_only, rate=RATE, display=lambda line: None)
+def test_keyboard_keys_act_as_the_keypad_and_q_quits(keys_only, menu_answer_12, tmp_path):
+    kiosk = Kiosk(keys_only, rate=RATE, display=lambda line: None, log_dir=tmp_path)
     kiosk.start()
     dev = FakeSoundDevice(silence(3.0))
     th = keyboard_thread(kiosk, io.StringIO("12q"))
@@ -133,6 +133,9 @@ def test_keyboard_keys_act_as_the_keypad_and_q_quits(keys_only, menu_answer_12):
     assert kiosk.quit.is_set()
     assert [e["faq_id"] for e in events(kiosk, "answer")] == [menu_answer_12]
     assert [e["via"] for e in events(kiosk, "key")] == ["signal", "signal"]
+    kiosk.session.hangup(kiosk.t)
+    logged = (tmp_path / f"{kiosk.session.call_id}.jsonl").read_text(encoding="utf-8")
+    assert '"channel": "kiosk"' in logged and f'"faq_id": {menu_answer_12}' in logged
 
 
 def test_own_voice_fed_back_into_the_mic_does_not_barge_in(with_korean):

@@ -373,10 +373,11 @@ def _register_kiosk(sub) -> None:
                    help="sound device number or name (`python -m sounddevice` lists them)")
     p.add_argument("--rate", type=int, default=16000, help="sample rate of the sound card (default 16000)")
     p.add_argument("--voice", default=None, help="voice: north, central or south (default: config/tts.yaml)")
+    p.add_argument("--log-dir", metavar="DIR", help="where the visit logs go (default: logs/ or $IVR_LOG_DIR)")
     p.set_defaults(func=cmd_kiosk)
 
 
 def cmd_kiosk(args) -> int:
     from ivr.kiosk import run_kiosk
 
-    return run_kiosk(model=args.model, device=args.device, rate=args.rate, voice=args.voice)
+    return run_kiosk(model=args.model, device=args.device, rate=args.rate, voice=args.voice, log_dir=args.log_dir)
