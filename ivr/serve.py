@@ -33,21 +33,72 @@ PREFETCH = 3  # frames prepared ahead of the clock (60 ms)
 SessionFactory = Callable[[str, str], Any]  # (call_id, channel) -> CallSession
 
 
-class SessionWorker:
-    """Runs one call's session on its own thread. Thread-safe entry points for the event loop.
+class WorkerPool:
+    """A few threads that run the calls' session jobs; each call's jobs run in order, one at a time.
 
+    One thread per call would have every call thread compete with the event loop for the interpreter
+    lock at every 20 ms tick; with a small pool the loop waits for at most a few of them.
+    """
+
+    def __init__(self, threads: int | None = None, batch: int = 8):
+        import os
+
+        self.size = threads or max(2, min(4, os.cpu_count() or 2))
+        self.batch = batch  # jobs of one call run before the thread moves on (fairness)
+        self._ready: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._run, name=f"call-worker-{i}", daemon=True)
+                         for i in range(self.size)]
+        for thread in self._threads:
+            thread.start()
+
+    def schedule(self, worker: SessionWorker) -> None:
+        self._ready.put(worker)
+
+    def _run(self) -> None:
+        while True:
+            worker = self._ready.get()
+            if worker is None:
+                return
+            worker._run_some(self.batch)
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._ready.put(None)
+
+
+_default_pool: WorkerPool | None = None
+_default_pool_lock = threading.Lock()
+
+
+def default_pool() -> WorkerPool:
+    global _default_pool
+    with _default_pool_lock:
+        if _default_pool is None:
+            _default_pool = WorkerPool()
+        return _default_pool
+
+
+class SessionWorker:
+    """Owns one call's session: every session method runs on a pool thread, in order, one at a time.
+
+    The event loop calls the thread-safe entry points (start, feed, digit, pull, hangup ...).
     ``encode``: int16 frame -> bytes to send (G.711 for RTP, raw little-endian for AudioSocket).
     ``decode``: received bytes -> int16 samples.
     """
 
     def __init__(self, factory: SessionFactory, call_id: str, channel: str,
-                 encode: Callable[[np.ndarray], bytes], decode: Callable[[bytes], np.ndarray]):
+                 encode: Callable[[np.ndarray], bytes], decode: Callable[[bytes], np.ndarray],
+                 pool: WorkerPool | None = None):
         self.call_id = call_id
         self.channel = channel
         self._factory = factory
         self._encode = encode
         self._decode = decode
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._pool = pool or default_pool()
+        self._jobs: deque = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+        self._closed = False
         self.out: deque[tuple[bytes, bool]] = deque()
         self._requested = itertools.count(1)
         self._n_requested = 0
@@ -61,8 +112,17 @@ class SessionWorker:
         self.failed: str | None = None
         self.underruns = 0
         self.done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"call-{call_id[:16]}", daemon=True)
-        self._thread.start()
+        self._put(("create",))
+
+    def _put(self, job) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._jobs.append(job)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._pool.schedule(self)
 
     # -- event loop side --------------------------------------------------------------------------
     def now(self) -> float:
@@ -72,28 +132,28 @@ class SessionWorker:
         """The call is answered: reset the call clock and queue the greeting."""
         self.t0 = time.monotonic()
         self.started = True
-        self._jobs.put(("start", 0.0))
+        self._put(("start", 0.0))
 
     def feed(self, data: bytes) -> None:
-        self._jobs.put(("audio", data, self.now()))
+        self._put(("audio", data, self.now()))
 
     def digit(self, key: str) -> None:
-        self._jobs.put(("digit", key, self.now()))
+        self._put(("digit", key, self.now()))
 
     def transfer_failed(self) -> None:
         self.transfer_to = None
-        self._jobs.put(("transfer_failed", self.now()))
+        self._put(("transfer_failed", self.now()))
 
     def goodbye(self) -> None:
-        self._jobs.put(("goodbye", self.now()))
+        self._put(("goodbye", self.now()))
 
     def hangup(self) -> None:
-        """The caller hung up (or the call is torn down): flush the log and stop the thread."""
-        self._jobs.put(("hangup", self.now()))
-        self._jobs.put(None)
+        """The caller hung up (or the call is torn down): the session is told (log flushed), then released."""
+        self._put(("hangup", self.now()))
+        self._put(None)
 
     def stop(self) -> None:
-        self._jobs.put(None)
+        self._put(None)
 
     def pull(self) -> tuple[bytes, bool] | None:
         """The next prepared frame (payload, is_speech), or None when the worker fell behind."""
@@ -105,7 +165,7 @@ class SessionWorker:
             while (ahead := len(self.out) + self._n_requested - self._n_done) < PREFETCH:
                 self._n_requested = next(self._requested)
                 # t of the frame's first sample: after the frames already prepared or being prepared
-                self._jobs.put(("read", now + ahead * FRAME_SAMPLES / 8000))
+                self._put(("read", now + ahead * FRAME_SAMPLES / 8000))
         return frame
 
     @property
@@ -113,57 +173,71 @@ class SessionWorker:
         """The IVR hung up and every frame it produced has been sent."""
         return self.ended and not self.out
 
-    # -- worker thread side -----------------------------------------------------------------------
-    def _run(self) -> None:
-        try:
-            self.session = self._factory(self.call_id, self.channel)
-        except Exception as exc:
-            log.exception("call %s: session could not be created", self.call_id)
-            self.failed = f"session: {exc}"
-            self.ended = True
-            self.done.set()
+    # -- pool thread side -------------------------------------------------------------------------
+    def _run_some(self, limit: int) -> None:
+        for _ in range(limit):
+            with self._lock:
+                if not self._jobs:
+                    self._scheduled = False
+                    return
+                job = self._jobs.popleft()
+            if job is None:
+                with self._lock:
+                    self._closed = True
+                    self._jobs.clear()
+                    self._scheduled = False
+                self.done.set()
+                return
+            self._job(job)
+        self._pool.schedule(self)  # more to do: back in the line behind the other calls
+
+    def _job(self, job) -> None:
+        kind = job[0]
+        if kind == "create":
+            try:
+                self.session = self._factory(self.call_id, self.channel)
+            except Exception as exc:
+                log.exception("call %s: session could not be created", self.call_id)
+                self.failed = f"session: {exc}"
+                self.ended = True
             return
         session = self.session
+        if session is None:
+            return
         try:
-            while True:
-                job = self._jobs.get()
-                if job is None:
-                    break
-                kind = job[0]
-                if kind == "read":
-                    pcm = session.read_audio(FRAME_SAMPLES, job[1])
-                    pcm = np.asarray(pcm, dtype=np.int16)
-                    self.out.append((self._encode(pcm), bool(np.any(pcm))))
-                    self._n_done += 1
-                elif kind == "audio":
-                    samples = self._decode(job[1])
-                    if self._pending.size:
-                        samples = np.concatenate([self._pending, samples])
-                    n = samples.size // FRAME_SAMPLES * FRAME_SAMPLES
-                    # the payload ended when it arrived: t of each frame's first sample counts back from there
-                    t0 = job[2] - samples.size / 8000
-                    for i in range(0, n, FRAME_SAMPLES):
-                        session.feed_audio(samples[i : i + FRAME_SAMPLES], max(0.0, t0 + i / 8000))
-                    self._pending = samples[n:]
-                elif kind == "digit":
-                    session.feed_digit(job[1], job[2])
-                elif kind == "start":
-                    session.start(job[1])
-                elif kind == "transfer_failed":
-                    session.transfer_failed(job[1])
-                elif kind == "goodbye":
-                    fn = getattr(session, "goodbye", None)
-                    if fn is not None:
-                        fn(job[1])
-                    else:  # no goodbye prompt in this session: hang up straight away
-                        self.ended = True
-                elif kind == "hangup":
-                    if not getattr(session, "ended", False):
-                        session.hangup(job[1])
-                if session.ended:
+            if kind == "read":
+                pcm = np.asarray(session.read_audio(FRAME_SAMPLES, job[1]), dtype=np.int16)
+                self.out.append((self._encode(pcm), bool(np.any(pcm))))
+                self._n_done += 1
+            elif kind == "audio":
+                samples = self._decode(job[1])
+                if self._pending.size:
+                    samples = np.concatenate([self._pending, samples])
+                n = samples.size // FRAME_SAMPLES * FRAME_SAMPLES
+                # the payload ended when it arrived: t of each frame's first sample counts back from there
+                t0 = job[2] - samples.size / 8000
+                for i in range(0, n, FRAME_SAMPLES):
+                    session.feed_audio(samples[i : i + FRAME_SAMPLES], max(0.0, t0 + i / 8000))
+                self._pending = samples[n:]
+            elif kind == "digit":
+                session.feed_digit(job[1], job[2])
+            elif kind == "start":
+                session.start(job[1])
+            elif kind == "transfer_failed":
+                session.transfer_failed(job[1])
+            elif kind == "goodbye":
+                fn = getattr(session, "goodbye", None)
+                if fn is not None:
+                    fn(job[1])
+                else:  # no goodbye prompt in this session: hang up straight away
                     self.ended = True
-                elif session.transfer_to and self.transfer_to is None:
-                    self.transfer_to = session.transfer_to
+            elif kind == "hangup":
+                if not getattr(session, "ended", False):
+                    session.hangup(job[1])
+            if session.ended:
+                self.ended = True
+            elif session.transfer_to and self.transfer_to is None:
+                self.transfer_to = session.transfer_to
         except Exception as exc:
             log.exception("call %s: session failed", self.call_id)
             self.failed = f"session: {exc}"
@@ -172,8 +246,6 @@ class SessionWorker:
                 session.hangup(self.now())
             except Exception:
                 log.exception("call %s: hangup after failure", self.call_id)
-        finally:
-            self.done.set()
 
 
 @dataclass

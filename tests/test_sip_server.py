@@ -113,7 +113,8 @@ def test_call_answer_media_keys_and_caller_bye(server, client, factory, tmp_path
     client.status(200, "BYE")
     assert wait(lambda: session.ended)
     assert session.digits == ["5", "#"]
-    assert len(session.threads) == 1 and "call-" in next(iter(session.threads))  # one thread per session
+    assert session.max_inside == 1  # never two threads in the session at once
+    assert all(name.startswith("call-worker") for name in session.threads)  # never the event loop
     log = [json.loads(line) for line in (tmp_path / "logs" / f"{client.call_id}.jsonl").read_text().splitlines()]
     assert [e["type"] for e in log][-1] == "hangup" and log[-1]["reason"] == "caller"
     assert wait(lambda: server.server.limiter.active == 0)

@@ -16,6 +16,23 @@ from pathlib import Path
 import numpy as np
 
 
+def exclusive(method):
+    """Counts how many threads are inside the session's methods at once (the contract allows one)."""
+
+    def wrapper(self, *args, **kwargs):
+        with self._guard:
+            self._inside += 1
+            self.max_inside = max(self.max_inside, self._inside)
+        self.threads.add(threading.current_thread().name)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            with self._guard:
+                self._inside -= 1
+
+    return wrapper
+
+
 class ToneSession:
     def __init__(self, call_id: str, log_dir: Path | None = None, greeting_s: float = 1.0, rate: int = 8000,
                  freq: float = 440.0):
@@ -34,6 +51,9 @@ class ToneSession:
         self.transfer_to: str | None = None
         self.transfer_failures = 0
         self.threads: set[str] = set()
+        self._guard = threading.Lock()
+        self._inside = 0
+        self.max_inside = 0
         self.reads = 0
         self.last_read_t = 0.0
         self._log = None
@@ -49,17 +69,19 @@ class ToneSession:
             self._log.write(json.dumps(event) + "\n")
             self._log.flush()
 
+    @exclusive
     def start(self, t: float) -> None:
         self._event(t, "start")
         self._event(t, "play", prompt_id="greeting")
         self.remaining = self.greeting
 
+    @exclusive
     def feed_audio(self, pcm: np.ndarray, t: float) -> None:
-        self.threads.add(threading.current_thread().name)
         assert pcm.dtype == np.int16 and pcm.size == 160
         self.audio_frames += 1
         self.audio_energy += float(np.mean(pcm.astype(np.float64) ** 2))
 
+    @exclusive
     def feed_digit(self, digit: str, t: float) -> None:
         self._event(t, "digit", digit=digit)
         self.digits.append(digit)
@@ -74,13 +96,14 @@ class ToneSession:
             self.remaining = self.rate // 4
             self.hanging = True
 
+    @exclusive
     def transfer_failed(self, t: float) -> None:
         self.transfer_to = None
         self.transfer_failures += 1
         self._event(t, "transfer_failed")
 
+    @exclusive
     def read_audio(self, n: int, t: float) -> np.ndarray:
-        self.threads.add(threading.current_thread().name)
         self.reads += 1
         self.last_read_t = t
         out = np.zeros(n, dtype=np.int16)
@@ -96,9 +119,11 @@ class ToneSession:
             self._close()
         return out
 
+    @exclusive
     def tick(self, t: float) -> None:
         pass
 
+    @exclusive
     def hangup(self, t: float) -> None:
         if not self.ended:
             self.ended = True
