@@ -245,3 +245,15 @@ def test_on_audio_accepts_any_block_size_and_float(keys_only):
     assert kiosk.stats.frames == 1  # one full 20 ms frame, 192 samples kept for the next block
     with pytest.raises(IvrError):
         Kiosk(keys_only, rate=12345)
+
+
+def test_keypad_tones_after_the_greeting_count_once(keys_only, menu_answer_12):
+    """With the mic open, a tone is found by the kiosk on the raw mic and muted on the way to the session:
+    the session's own in-band receiver never hears it (no key counted twice, no tone heard as speech)."""
+    keys, _ = read_audio(FIXTURES / "keys_12_8k_ulaw.wav", RATE)
+    wait = greeting_seconds(keys_only) + 0.5
+    kiosk = Kiosk(keys_only, rate=RATE, display=lambda line: None)
+    kiosk.start()
+    FakeSoundDevice(np.concatenate([silence(wait), keys, silence(1.0)])).drive(kiosk)
+    assert [(e["digit"], e["via"]) for e in events(kiosk, "key")] == [("1", "signal"), ("2", "signal")]
+    assert [e["faq_id"] for e in events(kiosk, "answer")] == [menu_answer_12]
