@@ -88,6 +88,7 @@ class Kiosk:
         self._ring: collections.deque = collections.deque()  # speaker frames ready for the card
         self._ring_lock = threading.Lock()
         self._ring_pos = 0
+        self._late = 0  # samples of silence the card played because the worker was late
         self._delay: collections.deque = collections.deque()  # [frame, t, open]
         self._delay_frames = max(1, int(delay_frames))
         self._open = False
@@ -134,8 +135,9 @@ class Kiosk:
                 if self._ring_pos >= len(head):
                     self._ring.popleft()
                     self._ring_pos = 0
-        if filled < n:
-            self.stats.underruns += 1
+            if filled < n:
+                self.stats.underruns += 1
+                self._late += n - filled
         return out
 
     def _ring_seconds(self) -> float:
@@ -247,6 +249,9 @@ class Kiosk:
 
     def _speaker(self, out: np.ndarray, playing: bool = False) -> None:
         with self._ring_lock:
+            if self._late >= len(out) and not np.any(out):
+                self._late -= len(out)  # the card played silence for us already: keep the latency from growing
+                return
             self._ring.append(np.asarray(out, dtype=np.int16))
         if playing:  # muted until this frame has left the speaker, plus the tail
             self._gate_until = max(self._gate_until, self.t + self._ring_seconds() + self.tail_s)

@@ -257,3 +257,17 @@ def test_keypad_tones_after_the_greeting_count_once(keys_only, menu_answer_12):
     FakeSoundDevice(np.concatenate([silence(wait), keys, silence(1.0)])).drive(kiosk)
     assert [(e["digit"], e["via"]) for e in events(kiosk, "key")] == [("1", "signal"), ("2", "signal")]
     assert [e["faq_id"] for e in events(kiosk, "answer")] == [menu_answer_12]
+
+
+def test_a_late_worker_does_not_make_the_speaker_lag_for_ever(keys_only):
+    """The card asks for blocks while the worker is busy (underruns: silence is played); once the worker
+    catches up, the silence it owes is dropped instead of piling up as extra output latency."""
+    kiosk = Kiosk(keys_only, rate=RATE, display=lambda line: None)  # no visit: the kiosk is silent
+    adapter = SoundDevice(RATE)
+    adapter.on_audio = kiosk.on_audio
+    for _ in range(10):  # ten blocks captured, the worker asleep
+        adapter.callback(np.zeros((BLOCK, 1), np.int16), np.zeros((BLOCK, 1), np.int16), BLOCK, None, None)
+    assert kiosk.stats.underruns >= 8
+    while kiosk.step(timeout=None):
+        pass
+    assert kiosk._ring_seconds() <= 0.04 + 1e-9

@@ -263,6 +263,8 @@ def _keys_line(extra) -> str:
     shown = "".join(k.digit for k in extra["keys"])
     if kp.status == "answer":
         text = f"{shown} -> {' > '.join(kp.trail)} (FAQ {kp.faq_id})"
+    elif kp.status == "none":
+        text = f"{shown} -> not keypad-menu keys (the menu uses 0-9 * #)"
     else:
         text = f"{shown} -> {kp.note or kp.status}"
     if kp.ignored:
