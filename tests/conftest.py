@@ -19,3 +19,20 @@ def matcher(faq):
     from ivr.match import Matcher
 
     return Matcher(faq)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_and_logs(tmp_path_factory):
+    """Keep the tests out of the user's speech cache and the repository's logs/: one fresh cache for the
+    whole run (so a fresh machine and a used one run the same code), and call logs under a temp dir."""
+    import os
+
+    saved = {k: os.environ.get(k) for k in ("IVR_CACHE_DIR", "IVR_LOG_DIR")}
+    os.environ["IVR_CACHE_DIR"] = str(tmp_path_factory.mktemp("ivr-cache"))
+    os.environ["IVR_LOG_DIR"] = str(tmp_path_factory.mktemp("ivr-logs"))
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
