@@ -218,11 +218,12 @@ class Matcher:
         norm = normalize(text)
         if not norm:
             return []
+        folded_text = fold(norm)
         if is_folded(norm) or is_folded(text):
-            per_phrasing = self._phrasing_scores(self.fold, fold(norm))
+            per_phrasing = self._phrasing_scores(self.fold, folded_text)
         else:
             per_phrasing = self._phrasing_scores(self.norm, norm)
-            folded = self._phrasing_scores(self.fold, fold(norm))
+            folded = self._phrasing_scores(self.fold, folded_text)
             # the fold forgives missing or wrong marks but confuses "mất"/"mật": it counts at a discount
             for i, v in folded.items():
                 v *= 0.9
@@ -230,7 +231,7 @@ class Matcher:
                     per_phrasing[i] = v
         factor = 1.0
         if self._foreign_re is not None and (
-            self._foreign_re.search(norm) or self._folded_foreign_re.search(fold(norm))
+            self._foreign_re.search(norm) or self._folded_foreign_re.search(folded_text)
         ):
             factor = self.foreign_factor
         best: dict[int, float] = {}
