@@ -140,9 +140,9 @@ class SessionWorker:
     def digit(self, key: str) -> None:
         self._put(("digit", key, self.now()))
 
-    def transfer_failed(self) -> None:
+    def transfer_failed(self, reason: str = "") -> None:
         self.transfer_to = None
-        self._put(("transfer_failed", self.now()))
+        self._put(("transfer_failed", self.now(), reason))
 
     def goodbye(self) -> None:
         self._put(("goodbye", self.now()))
@@ -224,7 +224,10 @@ class SessionWorker:
             elif kind == "start":
                 session.start(job[1])
             elif kind == "transfer_failed":
-                session.transfer_failed(job[1])
+                if job[2]:
+                    session.transfer_failed(job[1], job[2])
+                else:
+                    session.transfer_failed(job[1])
             elif kind == "goodbye":
                 fn = getattr(session, "goodbye", None)
                 if fn is not None:

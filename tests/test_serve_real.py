@@ -213,3 +213,77 @@ def test_audiosocket_call_with_tones_a_dtmf_message_and_hangup(serve, menu):
     assert len(pcm) >= 8000 * 3  # 20 ms frames kept coming for the whole call
     rms_db = 20 * np.log10(np.sqrt(np.mean(pcm[:8000] ** 2)) / 32768 + 1e-12)
     assert rms_db > -35  # the greeting is speech, not silence
+
+
+def test_sipp_speech_with_keys_over_it(serve, tmp_path, menu):
+    cap = next(c for c in CAPTURES if c["file"] == "speech_with_keys.pcap")
+    node = menu
+    for key in cap["keys"]:
+        node = node.options[key]
+    faq_id = node.faq_id  # where those keys lead in today's menu
+    assert faq_id is not None
+    ivr = serve()
+    scen = scenario(tmp_path, "uac_play.xml", pcap=cap["file"], lead_ms=500, hold_ms=6000)
+    result = run_sipp(scen, ivr.sip_port, tmp_path)
+    assert result.returncode == 0, f"{result}\n{ivr.stderr()}"
+    assert ivr.terminate() == 0
+    (log,) = ivr.logs()
+    assert "".join(k["digit"] for k in events_of(log, "key")) == cap["keys"]
+    assert [a["faq_id"] for a in events_of(log, "answer")] == [faq_id]
+
+
+def send_event(client: SipClient, key: str, port: int, ts: int) -> None:
+    from ivr import rtp
+
+    for i in range(5):
+        client.rtp.sendto(rtp.build_packet(101, ts // 8 + i, ts, 4242, rtp.event_payload(key, i == 4, 160 * (i + 1))),
+                          ("127.0.0.1", port))
+
+
+def answer_port(ok) -> int:
+    return int(next(ln for ln in ok.body.decode().splitlines() if ln.startswith("m=audio")).split()[1])
+
+
+def test_operator_transfer_refer_accepted(serve, menu):
+    ivr = serve("--operator-uri", "sip:operator@127.0.0.1:5999")
+    client = SipClient(ivr.sip_port)
+    try:
+        ok, local_tag = client.invite()
+        time.sleep(1.0)
+        send_event(client, "0", answer_port(ok), 8000)  # 0: a person, please
+        refer = client.wait_for(lambda m: m.method == "REFER", 30)
+        assert refer.get("Refer-To") == "<sip:operator@127.0.0.1:5999>"
+        assert refer.get("From").endswith(f"tag={local_tag}")
+        client.reply(refer, 202)
+        client.request("NOTIFY", to_tag=local_tag, cseq=2, body="SIP/2.0 200 OK\r\n", ctype="message/sipfrag",
+                       extra="Event: refer\r\nSubscription-State: terminated;reason=noresource\r\n")
+        bye = client.wait_for(lambda m: m.method == "BYE", 10)
+        client.reply(bye, 200)
+    finally:
+        client.close()
+    assert ivr.terminate() == 0
+    (log,) = ivr.logs()
+    assert [e["target"] for e in events_of(log, "transfer")] == ["operator"]
+    assert not events_of(log, "transfer_failed")
+
+
+def test_operator_transfer_refused_goes_back_to_the_menu(serve):
+    ivr = serve("--operator-uri", "sip:operator@127.0.0.1:5999")
+    client = SipClient(ivr.sip_port)
+    try:
+        ok, local_tag = client.invite()
+        time.sleep(1.0)
+        send_event(client, "0", answer_port(ok), 8000)
+        refer = client.wait_for(lambda m: m.method == "REFER", 30)
+        client.reply(refer, 603)
+        time.sleep(2.0)
+        assert not any(m.method == "BYE" for m in client.inbox)  # the call goes on
+        client.request("BYE", to_tag=local_tag, cseq=3)
+        client.status(200, "BYE")
+    finally:
+        client.close()
+    assert ivr.terminate() == 0
+    (log,) = ivr.logs()
+    (failed,) = events_of(log, "transfer_failed")
+    assert "603" in failed["reason"]
+    assert any(p["t"] >= failed["t"] for p in events_of(log, "play"))  # the apology and the menu again

@@ -311,7 +311,7 @@ class SipCall:
         if not uri:
             log.info("call %s: transfer asked but no operator URI configured", self.call_id)
             self.transfer_state = None
-            self.worker.transfer_failed()
+            self.worker.transfer_failed("no operator URI configured (--operator-uri)")
             return
         self.transfer_state = "pending"
         self.transfer_deadline = time.monotonic() + self.server.settings.transfer_timeout
@@ -339,7 +339,7 @@ class SipCall:
         else:
             self.transfer_state = None
             if self.worker:
-                self.worker.transfer_failed()
+                self.worker.transfer_failed(why)
 
 
 class SipServer(asyncio.DatagramProtocol):

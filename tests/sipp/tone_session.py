@@ -97,10 +97,10 @@ class ToneSession:
             self.hanging = True
 
     @exclusive
-    def transfer_failed(self, t: float) -> None:
+    def transfer_failed(self, t: float, reason: str = "") -> None:
         self.transfer_to = None
         self.transfer_failures += 1
-        self._event(t, "transfer_failed")
+        self._event(t, "transfer_failed", reason=reason)
 
     @exclusive
     def read_audio(self, n: int, t: float) -> np.ndarray:
