@@ -137,4 +137,4 @@ def run(args: argparse.Namespace) -> int:
     try:
         return serve_run(opts, factory, ready)
     except OSError as exc:
-        raise IvrError(f"cannot listen: {exc.strerror or exc}", "choose a free address/port (--sip, --audiosocket)") from None
+        raise IvrError(f"cannot listen: {exc}", "choose a free address/port (--sip, --audiosocket)") from None

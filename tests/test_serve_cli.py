@@ -1,0 +1,37 @@
+"""`ivr serve` option checks: a wrong option is a clear error (exit 2) naming it and the fix."""
+
+import socket
+
+import pytest
+
+from ivr.cli import main
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--rtp-ports", "30000"], "--rtp-ports"),
+    (["--rtp-ports", "500-600"], "--rtp-ports"),
+    (["--allow", "10.0.0.0/33"], "--allow"),
+    (["--sip", "0.0.0.0:5060"], "--allow"),  # a wider bind needs an allow list
+    (["--sip", "localhost"], "--sip"),
+    (["--max-calls", "0"], "--max-calls"),
+    (["--sip", "off", "--audiosocket", "off"], "nothing to serve"),
+    (["--operator-uri", "operator"], "--operator-uri"),
+])
+def test_bad_options_are_named(capsys, args, needle):
+    assert main(["serve", *args]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "fix:" in err
+
+
+def test_port_in_use_is_a_clear_error(capsys, tmp_path):
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    busy.bind(("127.0.0.1", 0))
+    port = busy.getsockname()[1]
+    try:
+        code = main(["serve", "--sip", f"127.0.0.1:{port}", "--audiosocket", "off", "--model", "none",
+                     "--log-dir", str(tmp_path / "logs")])
+    finally:
+        busy.close()
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cannot listen" in err and "fix:" in err
