@@ -51,20 +51,46 @@ def serve(tmp_path):
             p.stop()
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One `ivr serve` for the sipp call tests of this module (each test reads the logs of its own calls)."""
+    ivr = IvrServe(tmp_path_factory.mktemp("shared-serve"), "--model", "none")
+    try:
+        yield ivr
+    finally:
+        code = ivr.terminate()
+        assert code == 0
+
+
+def logs_after(ivr: IvrServe, before: set, n: int, timeout: float = 20.0) -> list[list[dict]]:
+    """The ``n`` call logs written since ``before`` (a set of paths), once each call has hung up."""
+    import json
+
+    end = time.monotonic() + timeout
+    while True:
+        paths = sorted(set(ivr.log_dir.glob("*.jsonl")) - before)
+        logs = [[json.loads(x) for x in p.read_text(encoding="utf-8").splitlines() if x.strip()] for p in paths]
+        if len(logs) >= n and all(log and log[-1]["type"] == "hangup" for log in logs) or time.monotonic() > end:
+            return logs
+
+
+def existing(ivr: IvrServe) -> set:
+    return set(ivr.log_dir.glob("*.jsonl")) if ivr.log_dir.exists() else set()
+
+
 def events_of(log: list[dict], kind: str) -> list[dict]:
     return [e for e in log if e["type"] == kind]
 
 
 @pytest.mark.parametrize("mode,faq_id", [("rfc4733", 9), ("inband", 13)])
-def test_sipp_keys_reach_the_answer(serve, tmp_path, menu, mode, faq_id):
+def test_sipp_keys_reach_the_answer(shared, tmp_path, menu, mode, faq_id):
     cap = capture(mode, faq_id)
     assert "".join(menu.path_to(faq_id)) == cap["keys"], "menu changed: run scripts/make_pcaps.py"
-    ivr = serve()
-    scen = scenario(tmp_path, "uac_play.xml", pcap=cap["file"], lead_ms=1500, hold_ms=8000)
-    result = run_sipp(scen, ivr.sip_port, tmp_path)
-    assert result.returncode == 0, f"{result}\n{ivr.stderr()}"
-    assert ivr.terminate() == 0
-    (log,) = ivr.logs()
+    before = existing(shared)
+    scen = scenario(tmp_path, "uac_play.xml", pcap=cap["file"], lead_ms=1500, hold_ms=7000)
+    result = run_sipp(scen, shared.sip_port, tmp_path)
+    assert result.returncode == 0, f"{result}\n{shared.stderr()}"
+    (log,) = logs_after(shared, before, 1)
     keys = events_of(log, "key")
     assert "".join(k["digit"] for k in keys) == cap["keys"]
     assert {k["via"] for k in keys} == {"signal" if mode == "rfc4733" else "tone"}
@@ -75,27 +101,25 @@ def test_sipp_keys_reach_the_answer(serve, tmp_path, menu, mode, faq_id):
     assert log[-1]["type"] == "hangup"
 
 
-def test_sipp_caller_hangs_up_in_the_middle_of_the_greeting(serve, tmp_path):
-    ivr = serve()
+def test_sipp_caller_hangs_up_in_the_middle_of_the_greeting(shared, tmp_path):
+    before = existing(shared)
     scen = scenario(tmp_path, "uac_play.xml", pcap=capture("rfc4733", 9)["file"], lead_ms=1200, hold_ms=0)
-    result = run_sipp(scen, ivr.sip_port, tmp_path)
-    assert result.returncode == 0, f"{result}\n{ivr.stderr()}"
-    assert ivr.terminate() == 0
-    (log,) = ivr.logs()
+    result = run_sipp(scen, shared.sip_port, tmp_path)
+    assert result.returncode == 0, f"{result}\n{shared.stderr()}"
+    (log,) = logs_after(shared, before, 1)
     first_play = events_of(log, "play")[0]
     ended = {e["play_id"] for e in events_of(log, "play_end")}
     assert first_play["play_id"] not in ended and first_play["seconds"] > 2.0  # cut off mid-greeting
     assert log[-1]["type"] == "hangup" and log[-1].get("by") != "ivr"
 
 
-def test_sipp_ten_concurrent_calls_reach_the_answer(serve, tmp_path):
+def test_sipp_ten_concurrent_calls_reach_the_answer(shared, tmp_path):
     cap = capture("rfc4733", 9)
-    ivr = serve()
+    before = existing(shared)
     scen = scenario(tmp_path, "uac_play.xml", pcap=cap["file"], lead_ms=1500, hold_ms=3000)
-    result = run_sipp(scen, ivr.sip_port, tmp_path, calls=10, concurrent=10, rate=20)
-    assert result.returncode == 0, f"{result}\n{ivr.stderr()}"
-    assert ivr.terminate() == 0
-    logs = ivr.logs()
+    result = run_sipp(scen, shared.sip_port, tmp_path, calls=10, concurrent=10, rate=20)
+    assert result.returncode == 0, f"{result}\n{shared.stderr()}"
+    logs = logs_after(shared, before, 10)
     assert len(logs) == 10
     for log in logs:
         assert [a["faq_id"] for a in events_of(log, "answer")] == [9]
@@ -215,19 +239,18 @@ def test_audiosocket_call_with_tones_a_dtmf_message_and_hangup(serve, menu):
     assert rms_db > -35  # the greeting is speech, not silence
 
 
-def test_sipp_speech_with_keys_over_it(serve, tmp_path, menu):
+def test_sipp_speech_with_keys_over_it(shared, tmp_path, menu):
     cap = next(c for c in CAPTURES if c["file"] == "speech_with_keys.pcap")
     node = menu
     for key in cap["keys"]:
         node = node.options[key]
     faq_id = node.faq_id  # where those keys lead in today's menu
     assert faq_id is not None
-    ivr = serve()
-    scen = scenario(tmp_path, "uac_play.xml", pcap=cap["file"], lead_ms=500, hold_ms=6000)
-    result = run_sipp(scen, ivr.sip_port, tmp_path)
-    assert result.returncode == 0, f"{result}\n{ivr.stderr()}"
-    assert ivr.terminate() == 0
-    (log,) = ivr.logs()
+    before = existing(shared)
+    scen = scenario(tmp_path, "uac_play.xml", pcap=cap["file"], lead_ms=500, hold_ms=5000)
+    result = run_sipp(scen, shared.sip_port, tmp_path)
+    assert result.returncode == 0, f"{result}\n{shared.stderr()}"
+    (log,) = logs_after(shared, before, 1)
     assert "".join(k["digit"] for k in events_of(log, "key")) == cap["keys"]
     assert [a["faq_id"] for a in events_of(log, "answer")] == [faq_id]
 
