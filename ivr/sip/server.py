@@ -268,8 +268,9 @@ class SipCall:
             self.start_transfer(worker.transfer_to)
         elif self.transfer_state in ("pending", "accepted") and now > self.transfer_deadline:
             self.transfer_result(False, "no transfer result in time")
-        elif self.rtp and now - self.rtp.last_rx > self.server.settings.media_timeout:
-            self.hang_up("no media from the caller")
+        elif (self.rtp and self.negotiated and self.negotiated.direction in ("sendrecv", "recvonly")
+              and now - self.rtp.last_rx > self.server.settings.media_timeout):
+            self.hang_up("no media from the caller")  # (a caller on hold sends none: not counted)
 
     def hang_up(self, reason: str) -> None:
         """The IVR ends the call: BYE (retransmitted until answered) and clean-up."""
@@ -578,6 +579,7 @@ class SipServer(asyncio.DatagramProtocol):
                 call.negotiated.direction = neg.direction
                 if call.rtp:
                     call.rtp.configure(call.negotiated)
+                    call.rtp.last_rx = time.monotonic()  # e.g. back from hold: the media timer starts again
         hdrs = [("Server", USER_AGENT), ("Contact", self.contact), ("Allow", ALLOW),
                 ("Content-Type", "application/sdp")]
         resp = make_response(msg, 200, to_tag=call.local_tag, headers=hdrs, body=call.answer_sdp)
@@ -655,8 +657,10 @@ class SipServer(asyncio.DatagramProtocol):
                 call.respond(503)
                 call.state = "rejected"
                 call.cleanup(caller_hung_up=False)
-            elif call.state in ("answered", "confirmed"):
+            elif call.state == "confirmed":
                 call.hang_up(reason)
+            elif call.state == "answered":  # no ACK yet: no BYE before it (RFC 3261 15), timer H ends it
+                call.cleanup(caller_hung_up=False)
             elif call.state == "rejected":
                 call.cleanup(caller_hung_up=False)
 
