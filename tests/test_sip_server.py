@@ -355,3 +355,23 @@ def test_allow_list():
 
     with pytest.raises(IvrError, match="10.0.0.0/33"):
         AllowList.parse(["10.0.0.0/33"])
+
+
+def test_silent_caller_is_hung_up_but_not_a_caller_on_hold(factory):
+    srv = ServerThread(factory, media_timeout=1.0)
+    quiet, held = SipClient(srv.sip_port), SipClient(srv.sip_port)
+    try:
+        quiet.invite()
+        _, tag = held.invite()
+        held.request("INVITE", body=held.offer().replace("a=sendrecv", "a=inactive"), to_tag=tag, cseq=2)
+        again = held.wait_for(lambda m: m.status == 200 and m.cseq == (2, "INVITE"))
+        held.ack(again)
+        bye = quiet.wait_for(lambda m: m.method == "BYE", 10)
+        assert "no media" in bye.get("Reason")
+        quiet.reply(bye, 200)
+        time.sleep(1.5)
+        assert not any(m.method == "BYE" for m in held.inbox)
+    finally:
+        quiet.close()
+        held.close()
+        srv.close()
