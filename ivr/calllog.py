@@ -57,12 +57,18 @@ def mask_text(text: str) -> str:
     return _WORDS_RE.sub(lambda m: MASK * 6, text)
 
 
+# Fields that identify the call or the record, never what a caller said or typed: kept as they are so a
+# log can be matched to a SIP trace (Call-ID) or an Asterisk channel (AudioSocket UUID).
+UNMASKED_FIELDS = frozenset({"call_id", "channel", "type"})
+
+
 def mask(value: Any) -> Any:
-    """``mask_text`` applied to every string inside ``value`` (dicts, lists, tuples)."""
+    """``mask_text`` applied to every string inside ``value`` (dicts, lists, tuples), except the
+    identifying fields in ``UNMASKED_FIELDS``."""
     if isinstance(value, str):
         return mask_text(value)
     if isinstance(value, dict):
-        return {k: mask(v) for k, v in value.items()}
+        return {k: v if k in UNMASKED_FIELDS else mask(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [mask(v) for v in value]
     return value

@@ -92,3 +92,13 @@ def test_report_over_simulated_calls(capsys, tmp_path):
 def test_report_on_missing_dir_is_exit_2(capsys, tmp_path):
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_call_ids_are_kept_while_what_callers_say_is_masked(tmp_path):
+    call_id = "1-3237345@127.0.0.1"  # a SIP Call-ID full of digits
+    log = CallLog(tmp_path, call_id, channel="sip")
+    log.write({"t": 1.0, "type": "heard", "text": "số căn cước 012345678901", "call_id": call_id})
+    log.close()
+    records = read_log(log.path)
+    assert records[0]["call_id"] == call_id and records[1]["call_id"] == call_id
+    assert "012345678901" not in records[1]["text"] and MASK in records[1]["text"]

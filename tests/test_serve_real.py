@@ -227,9 +227,7 @@ def test_audiosocket_call_with_tones_a_dtmf_message_and_hangup(serve, menu):
     (log,) = ivr.logs()
     start = events_of(log, "start")[0]
     assert start["channel"] == "audiosocket"
-    # the call log masks runs of digits (personal numbers), which can touch a UUID: compare the rest
-    assert len(start["call_id"]) == 36 and all(a == b or a == "•" for a, b in zip(start["call_id"], str(call),
-                                                                                strict=True))
+    assert start["call_id"] == str(call)  # identifiers are not masked: the log matches Asterisk's UUID
     assert [(k["digit"], k["via"]) for k in events_of(log, "key")] == [(keys[0], "tone")] + [
         (k, "signal") for k in keys[1:]]
     assert [a["faq_id"] for a in events_of(log, "answer")] == [faq_id]
