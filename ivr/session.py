@@ -27,6 +27,15 @@ Speech: every frame goes to the Vosk recogniser (when a model is loaded), also w
 phone line the IVR's own voice is not in the caller's stream, so a caller can talk over a prompt. A partial
 result with real words barges in; a final result becomes ``SpeechFinal(text, confidence)``.
 
+The end of an utterance is decided twice, whichever comes first: by the recogniser's own endpointer (Kaldi's
+trailing-silence rules), and by the session: once words were heard, ``speech_end_s`` of quiet caller audio
+(frames under ``quiet_dbfs``) finish the recogniser and take its final. The session's rule is needed because
+the endpointer is not reproducible: Kaldi dithers every feature frame (the models' ``--dither`` default is
+1.0) with noise seeded from the process-wide libc ``rand()``, whose state depends on all the audio any
+recogniser in the process decoded before. On quiet audio the dither is nearly all the features see, so the
+same call may end its utterance 1.4 s after the caller stopped, or 2.5 s, or never. The ``heard`` event says
+which rule ended it (``end``: ``recogniser`` or ``quiet``).
+
 Output: each ``Play`` is looked up in the TTS cache (rendered once, at the channel's rate) and queued; a
 ``StopPlayback`` empties the queue at once; a ``Transfer`` or ``HangUp`` waits in the queue behind the plays
 before it. ``PlaybackFinished`` goes to the dialogue when the last sample of a play has been read out, at
@@ -72,6 +81,8 @@ log = logging.getLogger(__name__)
 MAX_ERRORS = 5  # errors in one call before the IVR apologises and hangs up
 MAX_ASR_ERRORS = 3  # recogniser failures before speech is turned off for the call
 VALID_KEYS = set("0123456789*#ABCD")
+SPEECH_END_S = 1.5  # quiet caller audio after words that ends the utterance, if the recogniser has not
+QUIET_DBFS = -45.0  # caller frames below this RMS level count as quiet (line noise is about -60 dBFS)
 
 
 def _r(t: float) -> float:
@@ -177,7 +188,8 @@ class CallSession:
     """One call: dialogue + DTMF receiver + recogniser + TTS queue + call log. One thread at a time."""
 
     def __init__(self, resources: Resources, call_id: str | None = None, sample_rate: int = 8000,
-                 log_dir: Path | str | None = None, channel: str = "file"):
+                 log_dir: Path | str | None = None, channel: str = "file", *,
+                 speech_end_s: float = SPEECH_END_S, quiet_dbfs: float = QUIET_DBFS):
         from ivr.dialogue import Dialogue
         from ivr.dtmf import DtmfReceiver
 
@@ -203,6 +215,10 @@ class CallSession:
         self._now = 0.0
         self._turn: _Turn | None = None
         self._ending = False  # the polite error ending is under way
+        self.speech_end_s = float(speech_end_s)
+        self._quiet_rms = 32768.0 * 10.0 ** (float(quiet_dbfs) / 20.0)
+        self._utterance = False  # the recogniser has words of an utterance not yet final
+        self._voice_end = 0.0  # end time of the caller's last frame above the quiet level
         self.calllog = None
         if log_dir is not None:
             from ivr.calllog import CallLog
@@ -415,25 +431,49 @@ class CallSession:
         try:
             ev = self.recognizer.feed(x)
         except Exception as exc:
-            self.asr_errors += 1
-            self._error(t_end, "recognizer", exc, polite=False)
-            if self.asr_errors >= MAX_ASR_ERRORS:
-                self.recognizer = None
-                self.speech = False
-                self._event(t_end, "speech_off", reason=f"the recogniser failed {self.asr_errors} times")
-            else:
-                try:
-                    self.recognizer.reset()
-                except Exception:
-                    self._new_recognizer()
+            self._asr_failed(t_end, exc)
             return
+        if len(x) and np.sqrt(np.mean(np.square(x, dtype=np.float64))) >= self._quiet_rms:
+            self._voice_end = t_end
         if ev is None:
+            if self._utterance and t_end - self._voice_end >= self.speech_end_s - 1e-9:
+                self._end_utterance(t_end, wall)
             return
         if ev.kind == "partial":
+            self._utterance = True
             self._send(SpeechPartial(ev.text, t=t_end), t_end)
             return
+        self._utterance = False
+        self._speech_final(ev, t_end, wall, "recogniser")
+
+    def _asr_failed(self, t_end: float, exc: BaseException) -> None:
+        self.asr_errors += 1
+        self._utterance = False
+        self._error(t_end, "recognizer", exc, polite=False)
+        if self.asr_errors >= MAX_ASR_ERRORS:
+            self.recognizer = None
+            self.speech = False
+            self._event(t_end, "speech_off", reason=f"the recogniser failed {self.asr_errors} times")
+        else:
+            try:
+                self.recognizer.reset()
+            except Exception:
+                self._new_recognizer()
+
+    def _end_utterance(self, t_end: float, wall: float) -> None:
+        """The caller has been quiet for ``speech_end_s`` after words: take the recogniser's final now."""
+        self._utterance = False
+        try:
+            ev = self.recognizer.finish()
+        except Exception as exc:
+            self._asr_failed(t_end, exc)
+            return
+        if ev.text:
+            self._speech_final(ev, t_end, wall, "quiet")
+
+    def _speech_final(self, ev, t_end: float, wall: float, end: str) -> None:
         self._event(t_end, "heard", text=ev.text, confidence=round(ev.confidence, 3),
-                    decode_ms=round((time.perf_counter() - wall) * 1000, 2))
+                    decode_ms=round((time.perf_counter() - wall) * 1000, 2), end=end)
         self._turn = _Turn(t_end, wall, "speech")
         self._send(SpeechFinal(ev.text, ev.confidence, t=t_end), t_end)
 
