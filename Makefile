@@ -46,7 +46,7 @@ $(VENV)/.installed: pyproject.toml
 # second one and says goodbye, simulated in virtual time; the two-sided recording goes to out/.
 run: setup
 	@mkdir -p out
-	$(VENV)/bin/ivr call tests/fixtures/calls/listen_answer_then_menu.wav --out out/demo_call.wav
+	$(VENV)/bin/ivr call tests/fixtures/calls/demo_call.wav --out out/demo_call.wav
 
 test: setup
 	$(VENV)/bin/ruff check ivr tests benchmarks scripts

@@ -127,6 +127,24 @@ def main() -> int:
                   "model": None, "full_answer": first,
                   "note": f"FAQ {first} heard to the end, then '{s.menu_key}' (main menu) and FAQ {second}"})
 
+    # the demo (`make run`): the most asked question typed over the greeting and heard in full, back to the
+    # main menu for a second answer heard in full, then goodbye
+    first, second = 9, 10
+    c = Caller()
+    end = c.press(path(first), FIRST)
+    t = end + dur(p.text("answer_intro", summary=p.summary(res.faq.by_id(first)))) + dur(
+        answer_text(res.faq.by_id(first))) + 3.0
+    c.press(s.menu_key, t)
+    end = c.press(path(second), t + STEP)
+    t = end + dur(p.text("answer_intro", summary=p.summary(res.faq.by_id(second)))) + dur(
+        answer_text(res.faq.by_id(second))) + 3.0
+    c.press(s.goodbye_key, t)
+    c.until(t + goodbye + MARGIN + 0.5)
+    calls.append({"file": "demo_call.wav", "caller": c, "answers": [first, second], "end": "ivr_hangup",
+                  "sequence": ["answer", "answer", "goodbye", "hangup"], "model": None,
+                  "full_answer": first,
+                  "note": f"the demo: FAQ {first} and FAQ {second} each heard in full, then goodbye"})
+
     # silence: the no-input ladder to goodbye
     main = dur(menu.prompt)
     total = dur(p.text("greet_long")) + main
