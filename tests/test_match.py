@@ -4,6 +4,7 @@ import yaml
 from ivr import paths
 from ivr.faq import load_faq
 from ivr.match import Candidate, Matcher, MatchResult, yes_no
+from ivr.normalize import normalize
 
 EVAL_FILE = paths.home() / "tests" / "data" / "eval_questions.yaml"  # dev: used to calibrate
 FRESH_FILE = paths.home() / "tests" / "data" / "eval_questions_fresh.yaml"  # never used to calibrate
@@ -190,12 +191,23 @@ def _evaluate(matcher, path):
     return top1_rate, answer_rate, reject_rate, wrong_answers
 
 
-def test_held_out_evaluation(matcher):
+@pytest.mark.parametrize("path", [EVAL_FILE, FRESH_FILE], ids=["dev", "fresh"])
+def test_evaluation_questions_are_not_copies_of_faq_phrasings(faq, path):
+    """An evaluation question equal to a paraphrase, question or keyword of the FAQ (after normalisation)
+    would measure recall, not understanding."""
+    phrasings = {normalize(p) for e in faq.entries for p in (e.question, *e.paraphrases, *e.keywords)}
+    items = yaml.safe_load(path.read_text(encoding="utf-8"))["questions"]
+    copies = [q["text"] for q in items if normalize(q["text"]) in phrasings]
+    assert copies == []
+
+
+def test_dev_evaluation(matcher):
     top1_rate, answer_rate, reject_rate, wrong_answers = _evaluate(matcher, EVAL_FILE)
     # dev set: the settings were calibrated on it (and on the paraphrases left out one at a time).
-    # measured 0.985 / 0.595 / 0.886 with 0 wrong answers; asserted a little below to absorb FAQ edits
+    # measured 0.983 / 0.555 / 0.886 with 0 wrong answers (119 in-domain, 44 out-of-domain questions, after
+    # removing the 12 that coincided with FAQ phrasings); asserted a little below to absorb FAQ edits
     assert top1_rate >= 0.95
-    assert answer_rate >= 0.55
+    assert answer_rate >= 0.5
     assert reject_rate >= 0.85
     assert wrong_answers <= 1
 
