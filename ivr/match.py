@@ -28,6 +28,7 @@ from typing import Literal
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import LCSseq
 
+from ivr.errors import IvrError
 from ivr.faq import Faq
 from ivr.normalize import fold, is_folded, normalize
 
@@ -65,6 +66,42 @@ DEFAULTS = {
     "weight_scale": 9,  # repeats per unit of weight in the encoded bags (resolution of the weights)
     "max_candidates": 400,  # phrasings rescored after the first pass (large FAQs)
 }
+
+
+# Allowed range of each numeric setting (inclusive). The decision thresholds are scores in [0, 1]; a
+# threshold of 1.01 switches that decision off (as DEFAULTS do for lead_threshold, with lead_ratio 1e9).
+_RANGES = {
+    "answer_threshold": (0.0, 1.01), "confirm_threshold": (0.0, 1.01), "margin": (0.0, 1.0),
+    "lead_threshold": (0.0, 1.01), "lead_ratio": (1.0, 1e9), "unknown_cap": (0.0, 100.0),
+    "foreign_factor": (0.0, 1.0), "overlap_weight": (0.0, 1.0), "caller_coverage_beta": (0.01, 100.0),
+    "unknown_word_weight": (0.0, 100.0), "fuzzy_gate": (0.0, 100.0), "evidence_scale": (0.01, 100.0),
+    "pair_weight": (0.0, 100.0), "weight_scale": (1, 1000), "max_candidates": (1, 1_000_000),
+}
+
+
+def check_settings(settings: dict, source: str = "config/match.yaml") -> dict:
+    """Validate matcher settings: unknown keys, non-numbers and values out of range are an ``IvrError``
+    naming the file and the setting. Returns the settings merged over the defaults."""
+    unknown = sorted(set(settings) - set(DEFAULTS))
+    if unknown:
+        raise IvrError(f"{source}: unknown setting {unknown[0]!r}",
+                       f"remove it, or use one of: {', '.join(sorted(DEFAULTS))}")
+    merged = {**DEFAULTS, **settings}
+    for key, (low, high) in _RANGES.items():
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise IvrError(f"{source}: setting {key!r} must be a number, not {value!r}",
+                           f"write a number between {low:g} and {high:g}")
+        if not low <= value <= high:
+            raise IvrError(f"{source}: setting {key!r} = {value:g} is outside {low:g}..{high:g}",
+                           f"write a number between {low:g} and {high:g}")
+    words = merged["foreign_words"]
+    if words is None:
+        merged["foreign_words"] = []
+    elif not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        raise IvrError(f"{source}: setting 'foreign_words' must be a list of words",
+                       "write it as [facebook, zalo, ...]")
+    return merged
 
 
 @dataclass(frozen=True)
@@ -142,7 +179,7 @@ class Matcher:
             from ivr import config
 
             settings = config.load("match")
-        self.settings = {**DEFAULTS, **(settings or {})}
+        self.settings = check_settings(settings or {})
         s = self.settings
         self.answer_threshold = float(s["answer_threshold"])
         self.confirm_threshold = float(s["confirm_threshold"])
