@@ -146,6 +146,12 @@ def _riff_data_check(path: Path) -> str | None:
     return None
 
 
+# Sample rates a recording of speech can sensibly have: telephone audio is 8 kHz; a few old formats go down
+# to 4 kHz; studio audio goes up to 384 kHz.
+MIN_RATE = 4000
+MAX_RATE = 384000
+
+
 def read_audio(path, rate: int | None = None, *, max_seconds: float = MAX_SECONDS) -> tuple[np.ndarray, int]:
     """Read a sound file as mono int16 at ``rate`` Hz (or the file's own rate when ``rate`` is None).
 
@@ -159,6 +165,8 @@ def read_audio(path, rate: int | None = None, *, max_seconds: float = MAX_SECOND
         raise IvrError(f"audio file {p} does not exist", "check the path (and the working directory)")
     if p.is_dir():
         raise IvrError(f"audio file {p} is a directory, not a sound file", "give the path of a .wav file")
+    if p.stat().st_size == 0:
+        raise IvrError(f"audio file {p} is empty (0 bytes)", "record or copy the file again")
     problem = _riff_data_check(p)
     if problem:
         raise IvrError(f"audio file {p} {problem}", "record or copy the file again")
@@ -179,6 +187,12 @@ def read_audio(path, rate: int | None = None, *, max_seconds: float = MAX_SECOND
         raise IvrError(f"audio file {p} declares zero audio channels", "record or export the file again")
     if info.frames <= 0:
         raise IvrError(f"audio file {p} holds no audio (0 samples)", "record the file again; it is empty")
+    if not MIN_RATE <= info.samplerate <= MAX_RATE:
+        raise IvrError(
+            f"audio file {p} declares a sample rate of {info.samplerate} Hz, outside {MIN_RATE}..{MAX_RATE} Hz "
+            "(a damaged header, or not sound recorded for listening)",
+            "re-export it at a usual rate, e.g. `sox IN -r 16000 OUT.wav` (8 kHz telephone audio is fine)",
+        )
     seconds = info.frames / float(info.samplerate)
     if seconds > max_seconds:
         raise IvrError(

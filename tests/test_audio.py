@@ -173,3 +173,27 @@ def test_absurd_length(tmp_path):
     with sf.SoundFile(big, "w", 8000, 1, "PCM_16") as fh:
         fh.write(np.zeros(8000 * 60, np.int16))
     _expect_error(big, "limit", max_seconds=30)
+
+
+@pytest.mark.parametrize("rate", [1, 100, 3999, 400000])
+def test_absurd_sample_rate_is_named(tmp_path, rate):
+    path = tmp_path / f"rate{rate}.wav"
+    sf.write(path, np.zeros(max(rate // 10, 200), dtype=np.int16), rate, subtype="PCM_16")
+    with pytest.raises(IvrError) as err:
+        audio.read_audio(path, 8000)
+    assert f"{rate} Hz" in str(err.value) and str(path) in str(err.value) and err.value.fix
+
+
+@pytest.mark.parametrize("rate", [4000, 11025, 48000, 96000])
+def test_unusual_but_sensible_rates_are_resampled(tmp_path, rate):
+    path = tmp_path / f"rate{rate}.wav"
+    sf.write(path, np.zeros(rate // 2, dtype=np.int16), rate, subtype="PCM_16")
+    samples, got = audio.read_audio(path, 8000)
+    assert got == 8000 and abs(samples.size - 4000) <= 2
+
+
+def test_zero_byte_file_is_called_empty(tmp_path):
+    path = tmp_path / "empty.wav"
+    path.write_bytes(b"")
+    with pytest.raises(IvrError, match="is empty"):
+        audio.read_audio(path)
