@@ -102,3 +102,25 @@ def test_call_ids_are_kept_while_what_callers_say_is_masked(tmp_path):
     records = read_log(log.path)
     assert records[0]["call_id"] == call_id and records[1]["call_id"] == call_id
     assert "012345678901" not in records[1]["text"] and MASK in records[1]["text"]
+
+
+def test_chat_is_logged_like_a_call_and_reported(tmp_path, monkeypatch, capsys):
+    import io
+
+    from ivr.cli import main
+
+    logs = tmp_path / "logs"
+    monkeypatch.setattr("sys.stdin", io.StringIO(
+        "quên mật khẩu\n3\nmật khẩu wifi nhà tôi là 012345678901\n"))
+    assert main(["chat", "--log-dir", str(logs)]) == 0
+    (path,) = logs.glob("chat-*.jsonl")
+    records = read_log(path)
+    assert records[0]["channel"] == "chat"
+    assert [r["faq_id"] for r in records if r["type"] == "answer"] == [9]
+    assert [r["digit"] for r in records if r["type"] == "key"] == ["3"]  # typed keys are logged
+    data = report(logs)
+    assert data["calls"] == 1 and data["answers"] == {"9": 1}
+    (unanswered,) = data["unanswered"]
+    assert unanswered["text"].startswith("mật khẩu wifi nhà tôi là ")
+    assert "012345678901" not in unanswered["text"] and MASK in unanswered["text"]  # a number is masked
+    assert "012345678901" not in path.read_text(encoding="utf-8")
