@@ -20,7 +20,7 @@ def register(sub) -> None:
     p.add_argument("--audiosocket", metavar="HOST:PORT",
                    help="AudioSocket TCP address (default 127.0.0.1:9092; 'off' to disable)")
     p.add_argument("--max-calls", type=int, metavar="N", help="calls at once (default 50)")
-    p.add_argument("--log-dir", metavar="DIR", help="one JSON-lines log per call (default: no logs)")
+    p.add_argument("--log-dir", metavar="DIR", help="one JSON-lines log per call (default: logs/ or $IVR_LOG_DIR)")
     p.add_argument("--model", metavar="PATH", help="Vosk model directory, or 'none' for keypad only")
     p.add_argument("--operator-uri", metavar="SIP_URI", help="transfer target for 'operator' (SIP REFER)")
     p.add_argument("--rtp-ports", metavar="LOW-HIGH", help="UDP port range for RTP (default 20000-20999)")
@@ -60,24 +60,36 @@ def options_from(args: argparse.Namespace):
     def pick(cli, key, default):
         return cli if cli is not None else conf.get(key, default)
 
-    try:
-        opts = ServeOptions(
-            sip=hostport(pick(args.sip, "sip", "127.0.0.1:5060"), "--sip"),
-            audiosocket=hostport(pick(args.audiosocket, "audiosocket", "127.0.0.1:9092"), "--audiosocket"),
-            max_calls=int(pick(args.max_calls, "max_calls", 50)),
-            rtp_ports=port_range(pick(args.rtp_ports, "rtp_ports", "20000-20999")),
-            allow=list(conf.get("allow") or []) + list(args.allow or []),
-            operator_uri=pick(args.operator_uri, "operator_uri", None),
-            ring=float(conf.get("ring_seconds", 0.3)),
-            grace=float(pick(args.grace, "grace_seconds", 30)),
-            goodbye=float(conf.get("goodbye_seconds", 10)),
-            t1=float(conf.get("t1_seconds", 0.5)),
-            t2=float(conf.get("t2_seconds", 4.0)),
-            media_timeout=float(conf.get("media_timeout_seconds", 60)),
-            public_ip=conf.get("public_ip"),
-        )
-    except (TypeError, ValueError) as exc:
-        raise IvrError(f"config/sip.yaml: a value has the wrong type ({exc})", "see the comments in the file") from None
+    def number(cli, key, default, kind=float):
+        value = pick(cli, key, default)
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return kind(value)
+        except (TypeError, ValueError):
+            where = f"--{key.replace('_seconds', '').replace('_', '-')}" if cli is not None else \
+                f"config/sip.yaml: {key}"
+            raise IvrError(f"{where} = {value!r} is not a number",
+                           f"write a number, e.g. {key}: {default}") from None
+
+    allow = conf.get("allow") or []
+    if not isinstance(allow, list):
+        raise IvrError(f"config/sip.yaml: allow = {allow!r} is not a list", "write it like [10.0.0.0/24]")
+    opts = ServeOptions(
+        sip=hostport(pick(args.sip, "sip", "127.0.0.1:5060"), "--sip"),
+        audiosocket=hostport(pick(args.audiosocket, "audiosocket", "127.0.0.1:9092"), "--audiosocket"),
+        max_calls=number(args.max_calls, "max_calls", 50, int),
+        rtp_ports=port_range(pick(args.rtp_ports, "rtp_ports", "20000-20999")),
+        allow=[str(a) for a in allow] + list(args.allow or []),
+        operator_uri=pick(args.operator_uri, "operator_uri", None),
+        ring=number(None, "ring_seconds", 0.3),
+        grace=number(args.grace, "grace_seconds", 30),
+        goodbye=number(None, "goodbye_seconds", 10),
+        t1=number(None, "t1_seconds", 0.5),
+        t2=number(None, "t2_seconds", 4.0),
+        media_timeout=number(None, "media_timeout_seconds", 60),
+        public_ip=conf.get("public_ip"),
+    )
     if opts.max_calls < 1:
         raise IvrError(f"--max-calls {opts.max_calls}: must be at least 1", "give a positive number of calls")
     if opts.sip is None and opts.audiosocket is None:
@@ -100,12 +112,14 @@ def session_factory(args: argparse.Namespace):
         from ivr.session import CallSession, Resources
     except ImportError as exc:
         raise IvrError(f"the call engine is not available ({exc})", "reinstall the package: pip install -e .") from None
-    log_dir = Path(args.log_dir) if args.log_dir else None
-    if log_dir is not None:
-        try:
-            log_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise IvrError(f"--log-dir {log_dir}: cannot create it ({exc.strerror})", "give a writable directory") from None
+    from ivr.calllog import default_log_dir
+
+    log_dir = Path(args.log_dir) if args.log_dir else default_log_dir()  # every call is logged
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise IvrError(f"log directory {log_dir}: cannot create it ({exc.strerror})",
+                       "give a writable directory with --log-dir (or IVR_LOG_DIR)") from None
     model = args.model if args.model is not None else None
     resources = Resources.load(model_path=model, tts_rate=8000)
     if resources.speech_note:

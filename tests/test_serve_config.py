@@ -1,0 +1,41 @@
+"""`ivr serve` settings from config/sip.yaml: a wrong value is named with its key (exit 2, no traceback)."""
+
+import shutil
+
+import pytest
+
+from ivr import config, paths
+from ivr.cli import main
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    for d in ("faq", "prompts", "config"):
+        shutil.copytree(paths.home() / d, home / d)
+    monkeypatch.setenv("IVR_HOME", str(home))
+    config.load.cache_clear()
+    yield home
+    config.load.cache_clear()
+
+
+@pytest.mark.parametrize("line,new,named", [
+    ("t1_seconds: 0.5", "t1_seconds: fast", "config/sip.yaml: t1_seconds"),
+    ("max_calls: 50", "max_calls: [50]", "config/sip.yaml: max_calls"),
+    ("allow: []", "allow: 10.0.0.0/24", "config/sip.yaml: allow"),
+])
+def test_bad_settings_name_their_key(home, capsys, line, new, named):
+    path = home / "config" / "sip.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert line in text
+    path.write_text(text.replace(line, new), encoding="utf-8")
+    assert main(["serve", "--model", "none"]) == 2
+    err = capsys.readouterr().err
+    assert named in err and "fix:" in err and "Traceback" not in err
+
+
+def test_bad_grace_option_is_named(home, capsys):
+    with pytest.raises(SystemExit) as exited:  # argparse checks the type of a command-line option
+        main(["serve", "--grace", "soon", "--model", "none"])
+    assert exited.value.code == 2
+    assert "--grace" in capsys.readouterr().err
