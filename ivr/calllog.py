@@ -198,9 +198,14 @@ def report(log_dir: Path | str) -> dict[str, Any]:
     transfers = 0
     errors = 0
     calls = 0
+    skipped: list[str] = []  # files that hold no call log (unreadable, or no valid line at all)
     for path in files:
-        records = read_log(path)
+        try:
+            records = read_log(path)
+        except OSError:
+            records = []
         if not records:
+            skipped.append(path.name)
             continue
         calls += 1
         last_t = 0.0
@@ -226,6 +231,7 @@ def report(log_dir: Path | str) -> dict[str, Any]:
         "mean_call_seconds": round(sum(lengths) / len(lengths), 2) if lengths else 0.0,
         "answers": {str(k): v for k, v in sorted(answers.items())},
         "unanswered": [{"text": text, "count": n} for text, n in unanswered.most_common()],
+        "skipped_files": skipped,
     }
 
 
@@ -252,4 +258,7 @@ def report_text(data: dict[str, Any], faq=None) -> str:
         lines.append("  (none)")
     for item in data["unanswered"]:
         lines.append(f"  {item['count']:4d} x {item['text']}")
+    if data.get("skipped_files"):
+        lines += ["", f"skipped {len(data['skipped_files'])} file(s) holding no call log: "
+                  + ", ".join(data["skipped_files"])]
     return "\n".join(lines)

@@ -124,3 +124,15 @@ def test_chat_is_logged_like_a_call_and_reported(tmp_path, monkeypatch, capsys):
     assert unanswered["text"].startswith("mật khẩu wifi nhà tôi là ")
     assert "012345678901" not in unanswered["text"] and MASK in unanswered["text"]  # a number is masked
     assert "012345678901" not in path.read_text(encoding="utf-8")
+
+
+def test_report_names_files_that_hold_no_call_log(tmp_path):
+    log = CallLog(tmp_path, "c1", channel="file")
+    log.write({"t": 1.0, "type": "answer", "faq_id": 9})
+    log.close()
+    (tmp_path / "junk.jsonl").write_bytes(b"\x00\xffnot json\n")
+    data = report(tmp_path)
+    assert data["calls"] == 1 and data["skipped_files"] == ["junk.jsonl"]
+    from ivr.calllog import report_text
+
+    assert "junk.jsonl" in report_text(data)
