@@ -13,7 +13,7 @@ from sipp.tone_session import ToneFactory
 from test_sip_message import CORPUS
 
 from ivr import rtp
-from ivr.serve import AllowList
+from ivr.serve import PREFETCH, AllowList
 from ivr.sip.message import parse_via
 
 
@@ -95,8 +95,17 @@ def test_call_answer_media_keys_and_caller_bye(server, client, factory, tmp_path
     client.ack(ok)
     packets = rtp_packets(client.rtp, 25)
     session = factory.sessions[client.call_id]
-    # the session is read one frame per packet, a few frames ahead at most, at the call time of the frame
-    assert session.reads - 25 <= 4 and abs(session.last_read_t - 25 * 0.02) < 0.2, (session.reads, session.last_read_t)
+
+    def snapshot():  # on the server loop, between two media ticks
+        (call,) = server.server.sip.active_calls()
+        return call.rtp.sender.sent, call.worker.underruns, session.reads, session.last_read_t, call.worker.now()
+
+    sent, underruns, reads, last_t, call_now = server.call(snapshot)
+    # the session is read one frame per packet sent (a packet the worker had no frame for in time is
+    # silence), PREFETCH (3) frames ahead at most, each read at the call time of its frame: never before
+    # the frames already read, never beyond the prefetch window
+    assert sent >= 25 and sent - underruns <= reads <= sent + PREFETCH + 1, (sent, underruns, reads)
+    assert (reads - 2) * 0.02 - 0.005 <= last_t <= call_now + PREFETCH * 0.02 + 0.005, (reads, last_t, call_now)
     assert {p.payload_type for p in packets} == {0}
     assert len({p.ssrc for p in packets}) == 1
     assert all((b.sequence - a.sequence) % 65536 == 1 for a, b in zip(packets, packets[1:], strict=False))
@@ -346,7 +355,7 @@ def test_shutdown_refuses_new_calls_and_hangs_up_the_rest(factory):
     try:
         a.invite()
         srv.start_shutdown()
-        time.sleep(0.2)
+        assert wait(lambda: srv.server.limiter.draining)
         b.request("INVITE", body=b.offer())
         assert b.status(503).get("Retry-After")
         bye = a.wait_for(lambda m: m.method == "BYE", 10)
