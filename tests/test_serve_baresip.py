@@ -92,7 +92,11 @@ def test_baresip_hears_the_greeting_and_the_chosen_answer(tmp_path):
             errors="replace")
         out, _ = proc.communicate(timeout=CALL_SECONDS + 60)
         assert "Call established" in out, out[-3000:]
-        time.sleep(0.5)
+        # baresip has exited: wait until the server has taken its BYE (the log ends with the hangup)
+        end = time.monotonic() + 20
+        while not ((logs := ivr.logs()) and logs[0] and logs[0][-1]["type"] == "hangup"):
+            assert time.monotonic() < end, f"no hangup logged 20 s after baresip's BYE: {logs}"
+            time.sleep(0.1)
         assert ivr.terminate() == 0
     finally:
         if proc is not None and proc.poll() is None:
@@ -105,14 +109,17 @@ def test_baresip_hears_the_greeting_and_the_chosen_answer(tmp_path):
     assert [e["faq_id"] for e in log if e["type"] == "answer"] == [FAQ_ID]
     greeting = next(e for e in log if e["type"] == "play")
     answer = next(e for e in log if e["type"] == "play" and e.get("faq_id") == FAQ_ID)
-    assert answer["t"] + 2.0 < CALL_SECONDS - 1
-    assert log[-1]["type"] == "hangup" and log[-1]["by"] == "caller"
+    hangup = log[-1]
+    assert hangup["type"] == "hangup" and hangup["by"] == "caller"
+    assert answer["t"] + 2.3 < hangup["t"]  # the answer had 2.3 s to play before the caller hung up
 
     (heard_path,) = record_dir.glob("*-dec.wav")
     heard, rate = read_audio(heard_path)
     assert rate == 8000
     seconds = len(heard) / 8000
-    assert CALL_SECONDS - 2 < seconds < CALL_SECONDS + 2  # the whole call, 20 ms after 20 ms
+    # the whole call, 20 ms after 20 ms: as long as the call lasted by the server's log (baresip's -t counts
+    # from its own start, so set-up time on a loaded machine shortens the call, not this match)
+    assert abs(seconds - hangup["t"]) < 1.0 and seconds < CALL_SECONDS + 1, (seconds, hangup["t"])
     # speech where the greeting and the answer play, near-silence before the first prompt is queued
     assert dbfs(heard[int(0.3 * 8000) : int(KEYS_AT * 8000)]) > -30
     assert dbfs(heard[int((answer["t"] + 0.3) * 8000) : int((answer["t"] + 2.3) * 8000)]) > -30
