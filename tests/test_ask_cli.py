@@ -1,7 +1,9 @@
 import io
 import json
+import queue
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from ivr import paths
@@ -106,18 +108,34 @@ def test_faq_without_subcommand(capsys):
     assert code == 2 and "check" in out
 
 
+def read_lines(stream) -> queue.Queue:
+    """Lines of a child's stdout, read by a daemon thread so the test waits with a deadline; None at EOF."""
+    lines: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
 def test_installed_ivr_streams_one_line_per_question(faq):
     """The real console script: each answer arrives before the next question is written (flushed per line)."""
     proc = subprocess.Popen(
         [str(IVR), "ask", "--json"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, encoding="utf-8", cwd=paths.home(),
     )
+    lines = read_lines(proc.stdout)
     try:
         got = []
         for q in ["quên mã pin", "alo alo", "đổi mật khẩu"]:
             proc.stdin.write(q + "\n")
             proc.stdin.flush()
-            got.append(json.loads(proc.stdout.readline()))
+            line = lines.get(timeout=60)  # raises queue.Empty rather than hang if no answer comes
+            assert line is not None, proc.stderr.read()
+            got.append(json.loads(line))
         proc.stdin.close()
         assert proc.wait(timeout=30) == 0
     finally:

@@ -39,7 +39,7 @@ def ko_model():
 def espeak(text: str, voice: str, out: Path) -> tuple[np.ndarray, int]:
     if shutil.which("espeak-ng") is None:
         pytest.fail("espeak-ng is required (make system installs it)")
-    subprocess.run(["espeak-ng", "-v", voice, "-w", str(out), text], check=True, capture_output=True)
+    subprocess.run(["espeak-ng", "-v", voice, "-w", str(out), text], check=True, capture_output=True, timeout=60)
     audio, rate = sf.read(out, dtype="int16")
     return audio, rate
 

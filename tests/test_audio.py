@@ -39,7 +39,7 @@ def test_reads_every_wav_subtype(tmp_path, subtype):
 def test_reads_wav_written_by_sox(tmp_path, enc):
     path = tmp_path / "sox.wav"
     subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", *enc, str(path), "synth", "0.5", "sine", "1000",
-                    "vol", "0.5"], check=True)
+                    "vol", "0.5"], check=True, timeout=60)
     y, rate = audio.read_audio(path)
     assert rate == 8000 and len(y) == 4000
     assert abs(_peak_freq(y, rate) - 1000) < 3

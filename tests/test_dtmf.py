@@ -201,7 +201,7 @@ def vietnamese_speech(tmp_path_factory):
     """espeak-ng reading the SmartCA FAQ page in each Vietnamese voice at three speeds (22.05 kHz WAVs)."""
     if shutil.which("espeak-ng") is None:
         pytest.fail("espeak-ng is not installed (make setup installs it)")
-    voices = subprocess.run(["espeak-ng", "--voices=vi"], capture_output=True, text=True, check=True).stdout
+    voices = subprocess.run(["espeak-ng", "--voices=vi"], capture_output=True, text=True, check=True, timeout=60).stdout
     for voice, _ in VOICE_SPEEDS:
         assert voice in voices.lower()
     text = (faq_dir() / "source" / "smartca_faq_page.txt").read_text(encoding="utf-8")
@@ -356,7 +356,7 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     assert main(["dtmf", "--generate", "12"]) == 2
     assert main(["dtmf"]) == 2
     # the real entry point, as a user runs it
-    proc = subprocess.run([sys.executable, "-m", "ivr", "dtmf", str(bad), "--json"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "ivr", "dtmf", str(bad), "--json"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "cannot be read as audio" in proc.stderr and proc.stdout == ""
 
 

@@ -72,7 +72,7 @@ def test_sox_decodes_our_bytes(tmp_path, law, sox_enc):
     subprocess.run(
         ["sox", "-t", "raw", "-r", "8000", "-e", sox_enc, "-b", "8", "-c", "1", str(src),
          "-t", "raw", "-e", "signed-integer", "-b", "16", str(out)],
-        check=True,
+        check=True, timeout=60,
     )
     np.testing.assert_array_equal(np.frombuffer(out.read_bytes(), dtype="<i2"), dec(src.read_bytes()))
 

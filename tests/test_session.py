@@ -240,7 +240,7 @@ def espeak_8k(text: str, voice: str, tmp: Path) -> np.ndarray:
     if shutil.which("espeak-ng") is None:
         pytest.fail("espeak-ng is required (make system installs it)")
     wav = tmp / "q.wav"
-    subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(wav), text], check=True, capture_output=True)
+    subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(wav), text], check=True, capture_output=True, timeout=60)
     audio, rate = sf.read(wav, dtype="float32")
     return (soxr.resample(audio, rate, RATE) * 32767 * 0.7).astype(np.int16)
 

@@ -98,7 +98,7 @@ def test_espeak_reads_every_answer_with_vietnamese_sounds(entry):
     phoneme output. Only 'email'/'mail', kept as the English word on purpose, may do that."""
     spoken = spoken_answer(entry)
     phonemes = subprocess.run(["espeak-ng", "-v", "vi", "-q", "-x", spoken],
-                              capture_output=True, text=True, check=True).stdout
+                              capture_output=True, text=True, check=True, timeout=60).stdout
     kept_english = len(re.findall(r"(?i)\b(?:e-?)?mail\b", spoken))
     assert phonemes.count("(en)") == kept_english, phonemes
 

@@ -34,7 +34,7 @@ def _seconds(x: np.ndarray, rate: int) -> float:
 
 def _espeak_cli_seconds(tmp_path: Path, voice: str, wpm: int, text: str) -> float:
     out = tmp_path / f"cli-{voice}-{wpm}.wav"
-    subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "-w", str(out), text], check=True)
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "-w", str(out), text], check=True, timeout=60)
     info = sf.info(out)
     return info.frames / info.samplerate
 
@@ -266,7 +266,7 @@ def test_ivr_say_writes_a_wav(tmp_path, capsys):
     info = sf.info(out)
     assert info.samplerate == 8000 and info.channels == 1 and info.subtype == "PCM_16"
     assert 1.0 < info.duration < 10.0
-    stat = subprocess.run(["sox", str(out), "-n", "stat"], capture_output=True, text=True).stderr
+    stat = subprocess.run(["sox", str(out), "-n", "stat"], capture_output=True, text=True, timeout=60).stderr
     rms = float(next(line.split(":")[1] for line in stat.splitlines() if line.startswith("RMS     amplitude")))
     assert rms > 0.02, stat  # -34 dBFS; silence is 0
     assert "reply.wav" in capsys.readouterr().out

@@ -26,7 +26,7 @@ SENTENCES = [
 def espeak(text: str, voice: str, path) -> np.ndarray:
     if shutil.which("espeak-ng") is None:
         pytest.fail("espeak-ng is required (make system installs it)")
-    subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True, capture_output=True)
+    subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True, capture_output=True, timeout=60)
     x, rate = sf.read(path, dtype="float64")
     return soxr.resample(x, rate, RATE)
 

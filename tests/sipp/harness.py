@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import queue
 import random
 import socket
 import threading
@@ -254,6 +255,23 @@ def pcap_rtp(path) -> list:
 # ---------------------------------------------------------------- `ivr serve` as a process
 
 
+def read_lines(stream) -> queue.Queue:
+    """Lines of a child's text ``stream``, read by a daemon thread, so a reader can wait with a deadline
+    (``get(timeout=...)``). None is queued when the stream closes."""
+    lines: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        try:
+            for line in stream:
+                lines.put(line)
+        except (OSError, ValueError):  # closed under us
+            pass
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
 class IvrServe:
     """``ivr serve`` in a subprocess on ephemeral ports; always killed by ``stop``."""
 
@@ -273,12 +291,16 @@ class IvrServe:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, stdin=subprocess.DEVNULL,
                                      text=True, env=env)
         self.addresses: dict[str, int] = {}
+        lines = read_lines(self.proc.stdout)
         end = time.monotonic() + timeout
         try:
             while len(self.addresses) < 2:
-                if time.monotonic() > end or self.proc.poll() is not None:
-                    raise RuntimeError(f"ivr serve did not start: {self.stderr()}")
-                line = self.proc.stdout.readline()
+                try:  # a child that is alive but silent cannot hold the test beyond the deadline
+                    line = lines.get(timeout=max(0.0, end - time.monotonic()))
+                except queue.Empty:
+                    line = None
+                if line is None:  # deadline passed, or stdout closed (the child exited)
+                    raise RuntimeError(f"ivr serve did not start within {timeout} s: {self.stderr()}")
                 if line.startswith("listening "):
                     _, name, addr = line.split()
                     self.addresses[name] = int(addr.rsplit(":", 1)[1])
