@@ -36,3 +36,20 @@ def _private_cache_and_logs(tmp_path_factory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture
+def no_sound_devices(monkeypatch):
+    """FAKE PortAudio device list: a machine without a sound card, on every machine (so the "no device"
+    messages are tested on a developer's laptop too). ``sounddevice.query_devices`` lists no device, and
+    a query for the default or a numbered one fails the way real PortAudio does here (this CI machine has
+    no sound card: "Error querying device -1"). The real library is queried by the tests that pass a
+    device number no machine has."""
+    import sounddevice as sd
+
+    def fake_query_devices(device=None, kind=None):
+        if device is None and kind is None:
+            return sd.DeviceList([])
+        raise sd.PortAudioError(f"Error querying device {-1 if device is None else device}")
+
+    monkeypatch.setattr(sd, "query_devices", fake_query_devices)

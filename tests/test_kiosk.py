@@ -202,18 +202,36 @@ def test_run_opens_and_closes_the_device_and_hangs_up(keys_only):
     assert kiosk.sessions and kiosk.sessions[0].ended
 
 
-# --- the real sound library on this machine (no sound card) ---------------------------------------------------
+# --- the real sound library, asked for a device no machine has; and no device at all (FAKE list) ----------
 
 
-def test_no_sound_device_is_a_clear_message_naming_input_and_output():
+NO_SUCH_DEVICE = 9999
+
+
+def test_a_device_that_does_not_exist_is_a_clear_message_naming_input_and_output():
+    with pytest.raises(IvrError) as exc:
+        check_sound_device(NO_SUCH_DEVICE)  # the real PortAudio is queried
+    text = str(exc.value)
+    assert "input device (microphone)" in text and "output device (speaker)" in text
+    assert f"device {NO_SUCH_DEVICE}" in text and "--device" in text
+
+
+def test_no_sound_device_is_a_clear_message_naming_input_and_output(no_sound_devices):
     with pytest.raises(IvrError) as exc:
         check_sound_device()
     text = str(exc.value)
     assert "input device (microphone)" in text and "output device (speaker)" in text
-    assert "--device" in text
+    assert "the default devices" in text and "--device" in text
 
 
-def test_ivr_kiosk_without_sound_card_exits_2_with_the_message(capsys):
+def test_ivr_kiosk_with_a_device_that_does_not_exist_exits_2_with_the_message(capsys):
+    assert cli.main(["kiosk", "--model", "none", "--device", str(NO_SUCH_DEVICE)]) == 2
+    err = capsys.readouterr().err
+    assert "no usable sound input device (microphone)" in err and "output device (speaker)" in err
+    assert f"device {NO_SUCH_DEVICE}" in err and "Traceback" not in err
+
+
+def test_ivr_kiosk_without_sound_card_exits_2_with_the_message(capsys, no_sound_devices):
     assert cli.main(["kiosk", "--model", "none"]) == 2
     err = capsys.readouterr().err
     assert "no usable sound input device (microphone)" in err and "output device (speaker)" in err
