@@ -1,8 +1,10 @@
+from pathlib import Path
+
 import pytest
 import yaml
 
 from ivr import paths
-from ivr.faq import load_faq
+from ivr.faq import Faq, FaqEntry, Topic, load_faq
 from ivr.match import Candidate, Matcher, MatchResult, yes_no
 from ivr.normalize import normalize
 
@@ -82,15 +84,32 @@ def test_thresholds_drive_the_decision(faq):
     assert loose.match(text).decision == "answer"
 
 
-def test_margin_turns_a_close_call_into_confirm(faq):
-    # identical phrasing in two entries: no margin, so never answered outright
-    m = Matcher(faq, {"answer_threshold": 0.0, "margin": 0.05})
-    result = m.match("mã PIN")
-    assert len(result.candidates) >= 2
-    if result.candidates[0].score - result.candidates[1].score < 0.05:
-        assert result.decision == "confirm"
-    else:
-        assert result.decision == "answer"
+def two_entry_faq(first: str, second: str) -> Faq:
+    """A two-entry FAQ whose questions are ``first`` and ``second`` (no paraphrases, no keywords)."""
+    def entry(i: int, question: str) -> FaqEntry:
+        return FaqEntry(id=i, topic="t", question=question, answer=f"Trả lời {i}.", paraphrases=(), keywords=(),
+                        spoken=None, source=Path("test.yaml"))
+
+    return Faq(topics=[Topic("t", "Chủ đề", "1")], entries=[entry(1, first), entry(2, second)])
+
+
+def test_margin_turns_a_close_call_into_confirm():
+    # the same question in two entries: both score the same, a margin of 0, so never answered outright
+    twins = two_entry_faq("Quên mã PIN thì làm sao?", "Quên mã PIN thì làm sao?")
+    result = Matcher(twins, {"answer_threshold": 0.0, "margin": 0.05}).match("quên mã PIN thì làm sao")
+    assert [c.faq_id for c in result.candidates][:2] in ([1, 2], [2, 1])
+    assert result.candidates[0].score == result.candidates[1].score
+    assert result.decision == "confirm", result
+    # the control: with no margin required, the same tie is answered
+    assert Matcher(twins, {"answer_threshold": 0.0, "margin": 0.0}).match("quên mã PIN thì làm sao").decision == "answer"
+
+
+def test_a_clear_leader_over_the_margin_is_answered():
+    # the caller's words are one entry's question; the other shares none of them
+    clear = Matcher(two_entry_faq("Quên mã PIN thì làm sao?", "Gia hạn chứng thư số ở đâu?"),
+                    {"answer_threshold": 0.0, "margin": 0.05})
+    result = clear.match("quên mã PIN thì làm sao")
+    assert (result.decision, result.faq_id) == ("answer", 1), result
 
 
 def test_a_clearly_leading_entry_is_confirmed_not_rejected(faq):
