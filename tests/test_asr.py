@@ -137,13 +137,20 @@ def test_silence_gives_empty_final(ko_model):
 
 def test_reset_forgets_what_was_heard(ko_model, korean_speech):
     audio, rate = korean_speech
-    rec = asr.Recognizer(ko_model, rate)
     step = rate // 50
-    for i in range(0, len(audio) // 2, step):
-        rec.feed(audio[i:i + step])
-    rec.reset()
-    rec.feed(np.zeros(rate // 2, dtype=np.int16))
-    assert rec.finish().text == ""
+
+    def after_half_sentence(reset: bool) -> str:
+        """What the recogniser still delivers after half the sentence (then half a second of silence)."""
+        rec = asr.Recognizer(ko_model, rate)
+        for i in range(0, len(audio) // 2, step):
+            rec.feed(audio[i:i + step])
+        if reset:
+            rec.reset()
+        events = [rec.feed(np.zeros(rate // 2, dtype=np.int16)), rec.finish()]
+        return " ".join(e.text for e in events if e is not None and e.kind == "final").strip()
+
+    assert after_half_sentence(reset=False) != ""  # the control: that half is heard as words
+    assert after_half_sentence(reset=True) == ""
 
 
 def test_afeed_runs_off_the_event_loop(ko_model, korean_speech):
@@ -330,7 +337,8 @@ def test_vietnamese_menu_phrase_list(tmp_path):
     audio, rate = espeak("hai", "vi", tmp_path / "hai.wav")
     rec = asr.Recognizer(model, rate, phrases=asr.menu_phrases())
     _, last = stream(rec, audio, rate)
-    if rec.grammar_active:
-        assert last.text in {"hai", "[unk]", ""}
-    else:
+    if rec.grammar_active:  # restricted to the menu phrases: the word is heard, and as itself
+        assert "hai" in last.text.split(), last
+    else:  # a model that cannot take a phrase list (static graph) still hears the word
         assert "static graph" in rec.grammar_note
+        assert "hai" in last.text.split(), last
