@@ -114,9 +114,9 @@ class ToneSession:
             self.phase += k
             self.remaining -= k
         elif self.hanging and not self.ended:
-            self.ended = True
             self._event(t, "hangup", reason="ivr")
             self._close()
+            self.ended = True  # last: a test that sees ended finds the hangup in the events and the log
         return out
 
     @exclusive
@@ -126,9 +126,9 @@ class ToneSession:
     @exclusive
     def hangup(self, t: float) -> None:
         if not self.ended:
-            self.ended = True
             self._event(t, "hangup", reason="caller")
             self._close()
+            self.ended = True  # last: a test that sees ended finds the hangup in the events and the log
 
     def _close(self) -> None:
         if self._log:
