@@ -192,6 +192,26 @@ def free_udp_port() -> int:
     return port
 
 
+def free_media_port() -> int:
+    """An even port P with P..P+3 free (sipp's -mp: RTP, RTCP and the next pair), above Linux's ephemeral
+    range (32768-60999) and the servers' RTP ranges (free_rtp_range), so only another test run competes."""
+    for _ in range(100):
+        low = random.randrange(61000, 65500) & ~1
+        socks = []
+        try:
+            for port in range(low, low + 4):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return low
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free even port range for sipp's media above 61000")
+
+
 def scenario(tmp_dir, template: str, **values) -> str:
     """Write ``tests/sipp/<template>`` with its {placeholders} filled into ``tmp_dir``; returns the path."""
     text = (SIPP_DIR / template).read_text(encoding="iso-8859-1")
@@ -220,7 +240,7 @@ def run_sipp(scenario_path: str, sip_port: int, tmp_dir, calls: int = 1, concurr
 
     err = Path(tmp_dir) / f"sipp_errors_{time.monotonic_ns()}.log"
     cmd = ["sipp", f"127.0.0.1:{sip_port}", "-sf", scenario_path, "-i", "127.0.0.1", "-p", str(free_udp_port()),
-           "-mi", "127.0.0.1", "-mp", str(media_port or free_udp_port() & ~1), "-m", str(calls),
+           "-mi", "127.0.0.1", "-mp", str(media_port or free_media_port()), "-m", str(calls),
            "-l", str(concurrent), "-r", str(rate), "-timeout", f"{int(timeout)}s", "-timeout_error",
            "-recv_timeout", "30000", "-nostdin", "-trace_err", "-error_file", str(err), "-max_retrans", "8"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
