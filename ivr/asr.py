@@ -43,16 +43,17 @@ def _nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
-def _settings() -> dict[str, Any]:
-    try:
-        return config.load("asr")
-    except IvrError:
+def settings() -> dict[str, Any]:
+    """The settings in ``config/asr.yaml``. Without that file the built-in defaults apply; a broken file is
+    an ``IvrError`` naming it (a typo must not silently turn settings off)."""
+    if not (paths.config_dir() / "asr.yaml").is_file():
         return {}
+    return config.load("asr")
 
 
 def model_names() -> list[str]:
     """Model directory names looked for in models/ and the cache, preferred first."""
-    models = _settings().get("models") or {}
+    models = settings().get("models") or {}
     names = [m.get("name") for m in models.values() if isinstance(m, dict) and m.get("name")]
     return names or list(DEFAULT_NAMES)
 
@@ -131,7 +132,7 @@ def resolve_model_path(cli_path: str | os.PathLike | None = None) -> Path:
 
 def model_sample_rate(path: Path) -> int:
     """The rate the model was trained at: ``--sample-frequency`` in conf/mfcc.conf, else 16000."""
-    default = int(_settings().get("default_sample_rate") or 16000)
+    default = int(settings().get("default_sample_rate") or 16000)
     mfcc = Path(path) / "conf" / "mfcc.conf"
     try:
         lines = mfcc.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -320,7 +321,7 @@ class Recognizer:
         return missing
 
     def _apply_endpoint(self) -> None:
-        ep = self.endpoint if self.endpoint is not None else (_settings().get("endpoint") or {})
+        ep = self.endpoint if self.endpoint is not None else (settings().get("endpoint") or {})
         if not ep:
             return
         set_mode = getattr(self._rec, "SetEndpointerMode", None)
@@ -418,8 +419,8 @@ class Recognizer:
 
 def menu_phrases() -> list[str]:
     """The keypad-menu words from config/asr.yaml (NFC)."""
-    return [_nfc(str(p)) for p in (_settings().get("menu_phrases") or [])]
+    return [_nfc(str(p)) for p in (settings().get("menu_phrases") or [])]
 
 
 def endpoint_settings() -> dict:
-    return dict(_settings().get("endpoint") or {})
+    return dict(settings().get("endpoint") or {})

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ivr import asr, config, paths
+from ivr import asr, paths
 from ivr.errors import IvrError
 
 ENV_URL = "IVR_MODEL_URL"
@@ -43,20 +43,13 @@ DEFAULT_MODELS = {
 DEFAULT_URL_BASE = "https://alphacephei.com/vosk/models/"
 
 
-def _settings() -> dict:
-    try:
-        return config.load("asr")
-    except IvrError:
-        return {}
-
-
 def known_models() -> dict[str, dict]:
-    models = _settings().get("models") or {}
+    models = asr.settings().get("models") or {}
     return {k: dict(v) for k, v in models.items() if isinstance(v, dict) and v.get("name")} or DEFAULT_MODELS
 
 
 def model_url(name: str) -> str:
-    base = os.environ.get(ENV_URL) or _settings().get("url_base") or DEFAULT_URL_BASE
+    base = os.environ.get(ENV_URL) or asr.settings().get("url_base") or DEFAULT_URL_BASE
     return base.rstrip("/") + "/" + name + ".zip"
 
 

@@ -316,3 +316,23 @@ def test_model_path_command_reports_missing_model(tmp_path, monkeypatch, capsys)
     assert cli.main(["model", "path"]) == 2
     err = capsys.readouterr().err
     assert "IVR_VOSK_MODEL" in err and "does not exist" in err
+
+
+def test_broken_asr_settings_are_named_not_ignored(tmp_path, monkeypatch):
+    import shutil
+
+    from ivr import config, paths
+
+    home = tmp_path / "home"
+    shutil.copytree(paths.home() / "config", home / "config")
+    (home / "config" / "asr.yaml").write_text("models: [unclosed\n", encoding="utf-8")
+    monkeypatch.setenv("IVR_HOME", str(home))
+    config.load.cache_clear()
+    try:
+        with pytest.raises(IvrError, match="asr.yaml: not valid YAML"):
+            models.model_url("vosk-model-small-vn-0.4")
+        (home / "config" / "asr.yaml").unlink()  # no file at all: the built-in defaults
+        config.load.cache_clear()
+        assert asr.model_names() == list(asr.DEFAULT_NAMES)
+    finally:
+        config.load.cache_clear()
