@@ -10,17 +10,14 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from ivr import paths
+from ivr.config import read_yaml
 from ivr.errors import IvrError
 
 ENTRY_FIELDS = {"id", "topic", "question", "answer", "paraphrases", "keywords", "spoken"}
 REQUIRED_ENTRY_FIELDS = ("id", "topic", "question", "answer")
 TOPIC_FIELDS = {"id", "label"}
 FILE_FIELDS = {"topics", "entries"}
-# libyaml's parser when present: same results, several times faster (cold start of `ivr ask`)
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -82,21 +79,7 @@ def _where(path: Path, entry_id=None, index: int | None = None, fld: str | None 
 
 
 def _read(path: Path) -> dict:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise IvrError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})",
-                       "save the file as UTF-8") from None
-    except OSError as exc:
-        raise IvrError(f"{path}: cannot be read ({exc.strerror})", "check the file exists and is readable") from None
-    try:
-        data = yaml.load(text, Loader=_LOADER)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise IvrError(f"{path}: not valid YAML{line}: {problem}",
-                       "fix the YAML syntax there (indentation, quotes, a missing ':')") from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise IvrError(f"{path}: expected a mapping with 'topics' and/or 'entries' at the top level, "
                        f"found {type(data).__name__}",

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ivr import paths
+from ivr.config import read_yaml
 from ivr.errors import IvrError
 
 # prompt id -> ("text", placeholders) | ("ladder", placeholders) | ("parts", {part: placeholders})
@@ -215,14 +214,5 @@ def parse_prompts(data: Any, path: Path) -> Prompts:
 def load_prompts(path: Path | str | None = None, language: str = "vi") -> Prompts:
     """Load ``prompts/<language>.yaml`` (or ``path``) and validate it."""
     path = Path(path) if path is not None else paths.prompts_dir() / f"{language}.yaml"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise IvrError(f"prompts file {path} is missing", "restore prompts/vi.yaml from the repository") from None
-    except UnicodeDecodeError:
-        raise IvrError(f"{path}: not UTF-8 text", "save the file as UTF-8") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise IvrError(f"{path}: not valid YAML ({exc})", "fix the syntax at the line named") from None
+    data = read_yaml(path, "restore prompts/vi.yaml from the repository")
     return parse_prompts(data, path)
