@@ -48,16 +48,6 @@ def _speech_pool(tmp: Path) -> list[np.ndarray]:
     return pool
 
 
-def _noise(n: int, kind: str, rng) -> np.ndarray:
-    w = rng.standard_normal(n)
-    if kind == "pink":
-        spec = np.fft.rfft(w)
-        f = np.arange(len(spec), dtype=float)
-        f[0] = 1.0
-        w = np.fft.irfft(spec / np.sqrt(f), n)
-    return w / np.sqrt(np.mean(w**2))
-
-
 def build(seconds: float, tmp: Path, seed: int = 2026):
     """Return (int16 signal, list of (digit, start, end) truth)."""
     rng = np.random.default_rng(seed)
@@ -86,7 +76,7 @@ def build(seconds: float, tmp: Path, seed: int = 2026):
             n = seg.stop - seg.start
             sig_power = 10 ** (level / 10) / 2 * 32768**2 * 2
             snr = float(rng.uniform(15, 25))
-            out[seg] += _noise(n, snr_noise, rng) * np.sqrt(sig_power / 10 ** (snr / 10))
+            out[seg] += audio.noise(n, snr_noise, rng) * np.sqrt(sig_power / 10 ** (snr / 10))
         return t
 
     while pos < total - RATE:
@@ -109,7 +99,7 @@ def build(seconds: float, tmp: Path, seed: int = 2026):
             if rng.random() < 0.5:
                 pos = max(pos + n, keys_at(pos, noise_kind))
             else:
-                out[pos : pos + n] += _noise(n, noise_kind, rng) * 32768 * 10 ** (rng.uniform(-40, -20) / 20)
+                out[pos : pos + n] += audio.noise(n, noise_kind, rng) * 32768 * 10 ** (rng.uniform(-40, -20) / 20)
                 pos += n
     return np.clip(np.rint(out), -32768, 32767).astype(np.int16), truth
 

@@ -83,6 +83,20 @@ class StreamResampler:
         return to_int16(self._stream.resample_chunk(to_float(x), last=last))
 
 
+def noise(n: int, kind: str = "white", rng: np.random.Generator | None = None) -> np.ndarray:
+    """``n`` samples of white or pink (1/f power) Gaussian noise at unit RMS, as float64: a test signal for
+    receivers and recognisers (scale it to the level or SNR wanted)."""
+    if kind not in ("white", "pink"):
+        raise ValueError(f"noise kind must be 'white' or 'pink', not {kind!r}")
+    w = (rng if rng is not None else np.random.default_rng()).standard_normal(n)
+    if kind == "pink":
+        spec = np.fft.rfft(w)
+        f = np.arange(len(spec), dtype=float)
+        f[0] = 1.0
+        w = np.fft.irfft(spec / np.sqrt(f), n)
+    return w / np.sqrt(np.mean(w**2))
+
+
 def dbfs(x: np.ndarray) -> float:
     """RMS level in dBFS (AES17: a full-scale sine is 0 dBFS). Empty or silent input gives -inf."""
     x = np.asarray(x)

@@ -197,3 +197,14 @@ def test_zero_byte_file_is_called_empty(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(IvrError, match="is empty"):
         audio.read_audio(path)
+
+
+def test_noise_is_unit_rms_and_pink_tilts_down():
+    rng = np.random.default_rng(1)
+    white, pink = audio.noise(80000, "white", rng), audio.noise(80000, "pink", rng)
+    assert abs(np.sqrt(np.mean(white**2)) - 1) < 1e-9 and abs(np.sqrt(np.mean(pink**2)) - 1) < 1e-9
+    spec = np.abs(np.fft.rfft(pink)) ** 2
+    low, high = spec[100:1000].mean(), spec[20000:30000].mean()  # pink: power falls as 1/f
+    assert low > 10 * high
+    with pytest.raises(ValueError):
+        audio.noise(10, "brown")

@@ -29,16 +29,6 @@ def _pad(x, rate, ms=100):
     return np.concatenate([z, x, z])
 
 
-def _noise(n, kind, rng):
-    w = rng.standard_normal(n)
-    if kind == "pink":
-        spec = np.fft.rfft(w)
-        f = np.arange(len(spec), dtype=float)
-        f[0] = 1.0
-        w = np.fft.irfft(spec / np.sqrt(f), n)
-    return w / np.sqrt(np.mean(w**2))
-
-
 # --- keys, generator ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("rate", RATES)
@@ -136,7 +126,7 @@ def test_event_edges_within_20_ms(rate, with_noise):
         t += dur
     if with_noise:
         sig = np.mean(generate("8", rate, 100, 0).astype(float) ** 2)
-        x = audio.to_int16((x + _noise(len(x), "white", rng) * np.sqrt(sig / 10**1.5)) / 32768)
+        x = audio.to_int16((x + audio.noise(len(x), "white", rng) * np.sqrt(sig / 10**1.5)) / 32768)
     ev = detect(x, rate)
     assert [e.digit for e in ev] == [k for k, _, _ in truth]
     for e, (_, s, f) in zip(ev, truth, strict=True):
@@ -175,7 +165,7 @@ def test_tones_in_noise_at_15_db_snr(rate, kind):
         keys = "".join(rng.permutation(list(dtmf.KEYS)))
         clean = _pad(generate(keys, rate, tone_ms=40, gap_ms=40, level_dbfs=-20), rate).astype(float)
         sig = np.mean(generate("5", rate, 100, 0, level_dbfs=-20).astype(float) ** 2)  # power while sounding
-        noisy = clean + _noise(len(clean), kind, rng) * np.sqrt(sig / 10 ** (15 / 10))
+        noisy = clean + audio.noise(len(clean), kind, rng) * np.sqrt(sig / 10 ** (15 / 10))
         assert digits_of(detect(audio.to_int16(noisy / 32768), rate)) == keys
 
 
@@ -185,7 +175,7 @@ def test_silence_and_noise_never_fire(rate):
     assert detect(np.zeros(rate * 10, np.int16), rate) == []
     for kind in ("white", "pink"):
         for level in (-50, -30, -10):
-            x = audio.to_int16(_noise(rate * 10, kind, rng) * 10 ** (level / 20) / np.sqrt(2))
+            x = audio.to_int16(audio.noise(rate * 10, kind, rng) * 10 ** (level / 20) / np.sqrt(2))
             assert detect(x, rate) == [], (kind, level)
 
 
