@@ -25,8 +25,8 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 import soxr  # noqa: E402
 
-from ivr import asr  # noqa: E402
 from ivr.errors import IvrError  # noqa: E402
+from ivr.media import asr  # noqa: E402
 
 KOREAN = "안녕하세요 오늘 날씨가 좋습니다. 전자 서명 인증서를 다시 발급받고 싶습니다. 감사합니다."
 VIETNAMESE = "cho em hỏi em quên mật khẩu thì lấy lại thế nào ạ. tôi muốn gia hạn chứng thư số."

@@ -20,11 +20,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ivr.audio import read_audio  # noqa: E402
-from ivr.commands.call import simulate_call  # noqa: E402
-from ivr.dialogue import SpeechFinal  # noqa: E402
-from ivr.dtmf import generate  # noqa: E402
-from ivr.session import CallSession, Resources  # noqa: E402
+from ivr.channels.session import CallSession, Resources  # noqa: E402
+from ivr.cli.call import simulate_call  # noqa: E402
+from ivr.core.dialogue import SpeechFinal  # noqa: E402
+from ivr.media.audio import read_audio  # noqa: E402
+from ivr.media.dtmf import generate  # noqa: E402
 
 RATE = 8000
 FRAME = RATE // 50

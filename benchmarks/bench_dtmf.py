@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ivr import audio, dtmf  # noqa: E402
-from ivr.paths import faq_dir  # noqa: E402
+from ivr.content.paths import faq_dir  # noqa: E402
+from ivr.media import audio, dtmf  # noqa: E402
 
 RATE = 8000
 VOICES = [("vi", 120), ("vi", 175), ("vi-vn-x-central", 150), ("vi-vn-x-central", 220), ("vi-vn-x-south", 135),
@@ -177,7 +177,7 @@ def main() -> int:
 
     print(f"\n{'receiver':34} {'x real time':>12} {'digits':>7} {'matched':>8} {'missed':>7} {'false':>6} "
           f"{'edge err':>9}")
-    for name, ev, t in (("ivr.dtmf whole file", whole, t_whole), ("ivr.dtmf streaming, 20 ms frames", streamed, t_stream)):
+    for name, ev, t in (("ivr.media.dtmf whole file", whole, t_whole), ("ivr.media.dtmf streaming, 20 ms frames", streamed, t_stream)):
         m, miss, false, edge = _score(ev, truth)
         print(f"{name:34} {dur / t:12.0f} {len(ev):7d} {m:8d} {miss:7d} {false:6d} {edge:7.1f}ms")
     sm = difflib.SequenceMatcher(None, truth_digits, mm_digits, autojunk=False)
@@ -186,7 +186,7 @@ def main() -> int:
           f"{len(truth_digits) - mm_match:7d} {len(mm_digits) - mm_match:6d} {'n/a':>9}")
     print(f"\ntruth: {len(truth_digits)} key presses; multimon-ng matched by digit-sequence alignment (it prints no "
           f"times); sox 8 k -> 22.05 k resampling for it took {t_sox:.2f} s (not counted above)")
-    print(f"times are the median of 3 runs; {dur:.0f} s of audio; ivr.dtmf whole file {t_whole:.3f} s, "
+    print(f"times are the median of 3 runs; {dur:.0f} s of audio; ivr.media.dtmf whole file {t_whole:.3f} s, "
           f"streaming {t_stream:.3f} s, multimon-ng {t_mm:.3f} s")
     return 0
 

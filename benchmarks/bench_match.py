@@ -15,8 +15,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ivr.faq import Faq, FaqEntry, load_faq  # noqa: E402
-from ivr.match import Matcher  # noqa: E402
+from ivr.content.faq import Faq, FaqEntry, load_faq  # noqa: E402
+from ivr.language.match import Matcher  # noqa: E402
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ivr.commands.say import prompt_texts  # noqa: E402
-from ivr.faq import load_faq  # noqa: E402
-from ivr.spoken import spoken_answer  # noqa: E402
-from ivr.tts import Synthesizer, TtsCache  # noqa: E402
+from ivr.cli.say import prompt_texts  # noqa: E402
+from ivr.content.faq import load_faq  # noqa: E402
+from ivr.language.spoken import spoken_answer  # noqa: E402
+from ivr.media.tts import Synthesizer, TtsCache  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerate the simulated phone calls in tests/fixtures/calls/ and their manifest.
 
-Each file is the caller's side of one call (8 kHz mu-law): keypad tones from ``ivr.dtmf.generate`` at
+Each file is the caller's side of one call (8 kHz mu-law): keypad tones from ``ivr.media.dtmf.generate`` at
 moments derived from the keypad menu, and for one call a question spoken by espeak-ng. Keys are pressed
 early in the prompt they answer (every prompt lasts longer than ``STEP`` seconds), so the flow does not
 depend on exact speech durations; where a call has to wait for a prompt to end (the silent call, the last
@@ -28,8 +28,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ivr.dtmf import generate  # noqa: E402
-from ivr.session import Resources  # noqa: E402
+from ivr.channels.session import Resources  # noqa: E402
+from ivr.media.dtmf import generate  # noqa: E402
 
 OUT = ROOT / "tests" / "fixtures" / "calls"
 RATE = 8000
@@ -114,7 +114,7 @@ def main() -> int:
     c = Caller()
     end = c.press(path(first), FIRST)
     intro = dur(p.text("answer_intro", summary=p.summary(res.faq.by_id(first))))
-    from ivr.dialogue import answer_text
+    from ivr.core.dialogue import answer_text
 
     answer = dur(answer_text(res.faq.by_id(first)))
     t = end + intro + answer + 3.0  # inside the after-answer prompt

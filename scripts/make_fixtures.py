@@ -23,7 +23,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ivr.dtmf import generate  # noqa: E402
+from ivr.media.dtmf import generate  # noqa: E402
 
 OUT = ROOT / "tests" / "fixtures" / "audio"
 VOICES = {"north": "vi", "central": "vi-vn-x-central", "south": "vi-vn-x-south"}

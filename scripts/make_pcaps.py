@@ -25,7 +25,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ivr import g711, rtp  # noqa: E402
+from ivr.media import g711  # noqa: E402
+from ivr.phone import rtp  # noqa: E402
 
 OUT = ROOT / "tests" / "sipp"
 EVENT_PT = 101
@@ -111,9 +112,9 @@ class Stream:
 
 
 def key_path(faq_id: int) -> str:
-    from ivr.faq import load_faq
-    from ivr.menu import build_menu
-    from ivr.prompts import load_prompts
+    from ivr.content.faq import load_faq
+    from ivr.content.prompts import load_prompts
+    from ivr.core.menu import build_menu
 
     path = build_menu(load_faq(), load_prompts()).path_to(faq_id)
     if not path:
@@ -122,8 +123,8 @@ def key_path(faq_id: int) -> str:
 
 
 def main() -> int:
-    from ivr import dtmf
-    from ivr.audio import read_audio
+    from ivr.media import dtmf
+    from ivr.media.audio import read_audio
 
     manifest = []
     for faq_id in ANSWERS:

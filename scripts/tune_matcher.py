@@ -25,9 +25,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ivr import config  # noqa: E402
-from ivr.faq import Faq, load_faq  # noqa: E402
-from ivr.match import Matcher  # noqa: E402
+from ivr.content import config  # noqa: E402
+from ivr.content.faq import Faq, load_faq  # noqa: E402
+from ivr.language.match import Matcher  # noqa: E402
 
 DEV = ROOT / "tests" / "data" / "eval_questions.yaml"
 FRESH = ROOT / "tests" / "data" / "eval_questions_fresh.yaml"

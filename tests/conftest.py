@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ivr.faq import load_faq
+from ivr.content.faq import load_faq
 
 
 @pytest.fixture(scope="session")
@@ -16,7 +16,7 @@ def faq():
 @pytest.fixture(scope="session")
 def matcher(faq):
     """A matcher over the product FAQ with the shipped settings (built once: construction precomputes)."""
-    from ivr.match import Matcher
+    from ivr.language.match import Matcher
 
     return Matcher(faq)
 

@@ -12,11 +12,13 @@ import pytest
 import soundfile as sf
 import yaml
 
-from ivr import asr, cli, paths
-from ivr.commands.answer import walk_keys
-from ivr.dialogue import load_settings
-from ivr.menu import build_menu
-from ivr.prompts import load_prompts
+from ivr import cli
+from ivr.cli.answer import walk_keys
+from ivr.content import paths
+from ivr.content.prompts import load_prompts
+from ivr.core.dialogue import load_settings
+from ivr.core.menu import build_menu
+from ivr.media import asr
 
 FIXTURES = Path(__file__).parent / "fixtures" / "audio"
 MANIFEST = yaml.safe_load((FIXTURES / "manifest.yaml").read_text(encoding="utf-8"))["fixtures"]
@@ -98,8 +100,8 @@ def test_keys_12_reach_topic_1_question_2(capsys, menu, faq):
 
 
 def test_incomplete_and_invalid_key_paths_are_reported(capsys, tmp_path):
-    from ivr.audio import write_wav
-    from ivr.dtmf import generate
+    from ivr.media.audio import write_wav
+    from ivr.media.dtmf import generate
 
     rc, out, _ = run(capsys, FIXTURES / "keys_1_8k_ulaw.wav", "--model", "none")
     assert rc == 0 and "a further key is needed" in out and "decision:   reject" in out
@@ -152,7 +154,7 @@ def test_speech_with_keys_keys_win_and_speech_is_still_transcribed(capsys, faq, 
 
 def test_reply_for_reject_is_the_no_match_prompt(capsys, tmp_path):
     """A silent file: nothing understood -> the first no-match prompt is what --out speaks."""
-    from ivr.tts import Synthesizer, TtsCache
+    from ivr.media.tts import Synthesizer, TtsCache
 
     out = tmp_path / "reject.wav"
     obj, _ = run_json(capsys, FIXTURES / "silence_3s_16k.wav", "--model", korean_model_dir(), "--out", out)

@@ -6,8 +6,8 @@ import sys
 import threading
 from pathlib import Path
 
-from ivr import paths
 from ivr.cli import main
+from ivr.content import paths
 
 IVR = Path(sys.executable).parent / "ivr"
 KEYS = {"question", "decision", "faq_id", "score", "answer", "alternatives"}

@@ -19,8 +19,9 @@ import pytest
 import soundfile as sf
 import soxr
 
-from ivr import asr, paths
+from ivr.content import paths
 from ivr.errors import IvrError
+from ivr.media import asr
 
 KOREAN_SENTENCE = "안녕하세요 오늘 날씨가 좋습니다 감사합니다"
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ivr import audio
 from ivr.errors import IvrError
+from ivr.media import audio
 
 
 def _tone(freq, seconds, rate, amp=0.5):

@@ -14,7 +14,7 @@ import pytest
 from sipp.harness import ServerThread
 from sipp.tone_session import ToneFactory
 
-from ivr import audiosocket as asock
+from ivr.phone import audiosocket as asock
 
 
 class AudioSocketClient:

@@ -12,8 +12,8 @@ import pytest
 import soundfile as sf
 import yaml
 
-from ivr.audio import read_audio
 from ivr.cli import main
+from ivr.media.audio import read_audio
 
 CALLS = Path(__file__).parent / "fixtures" / "calls"
 MANIFEST = yaml.safe_load((CALLS / "manifest.yaml").read_text(encoding="utf-8"))["calls"]
@@ -47,7 +47,7 @@ _TTS = []
 def tts():
     """The product's TTS cache (the same voice and directory the calls used)."""
     if not _TTS:
-        from ivr.tts import Synthesizer, TtsCache
+        from ivr.media.tts import Synthesizer, TtsCache
 
         _TTS.append(TtsCache(Synthesizer.from_config()))
     return _TTS[0]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.calllog import MASK, CallLog, mask_text, read_log, report
+from ivr.channels.calllog import MASK, CallLog, mask_text, read_log, report
 from ivr.cli import main
 
 CALLS = Path(__file__).parent / "fixtures" / "calls"
@@ -133,6 +133,6 @@ def test_report_names_files_that_hold_no_call_log(tmp_path):
     (tmp_path / "junk.jsonl").write_bytes(b"\x00\xffnot json\n")
     data = report(tmp_path)
     assert data["calls"] == 1 and data["skipped_files"] == ["junk.jsonl"]
-    from ivr.calllog import report_text
+    from ivr.channels.calllog import report_text
 
     assert "junk.jsonl" in report_text(data)

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ivr.dialogue import (
+from ivr.content.faq import Faq, FaqEntry, Topic, load_faq
+from ivr.content.prompts import load_prompts
+from ivr.core.dialogue import (
     CallStarted,
     Dialogue,
     DialogueSettings,
@@ -31,9 +33,7 @@ from ivr.dialogue import (
     answer_text,
 )
 from ivr.errors import IvrError
-from ivr.faq import Faq, FaqEntry, Topic, load_faq
-from ivr.match import Matcher
-from ivr.prompts import load_prompts
+from ivr.language.match import Matcher
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = DialogueSettings()
@@ -787,7 +787,7 @@ def test_prompt_texts_cover_what_the_dialogue_says(faq, matcher, prompts):
 
 
 def test_settings_file_loads():
-    from ivr.dialogue import load_settings
+    from ivr.core.dialogue import load_settings
 
     s = load_settings()
     assert s.timeout > 0 and s.max_failures >= 1 and s.operator_key == "0"

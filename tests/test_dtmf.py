@@ -6,10 +6,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from ivr import audio, dtmf
-from ivr.dtmf import DtmfEvent, DtmfReceiver, detect, digits_of, generate
+from ivr.content.paths import faq_dir
 from ivr.errors import IvrError
-from ivr.paths import faq_dir
+from ivr.media import audio, dtmf
+from ivr.media.dtmf import DtmfEvent, DtmfReceiver, detect, digits_of, generate
 
 RATES = [8000, 16000]
 

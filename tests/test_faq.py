@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from ivr import paths
+from ivr.content import paths
+from ivr.content.faq import Faq, FaqEntry, Topic, load_faq
 from ivr.errors import IvrError
-from ivr.faq import Faq, FaqEntry, Topic, load_faq
 
 SOURCE_PAGE = paths.home() / "faq" / "source" / "smartca_faq_page.txt"
 

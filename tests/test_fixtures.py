@@ -9,8 +9,8 @@ import pytest
 import soundfile as sf
 import yaml
 
-from ivr.audio import read_audio
-from ivr.dtmf import detect
+from ivr.media.audio import read_audio
+from ivr.media.dtmf import detect
 
 AUDIO = Path(__file__).parent / "fixtures" / "audio"
 MANIFEST = yaml.safe_load((AUDIO / "manifest.yaml").read_text(encoding="utf-8"))["fixtures"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ivr import g711
+from ivr.media import g711
 
 ALL_INT16 = np.arange(-32768, 32768, dtype=np.int32).astype(np.int16)
 ALL_BYTES = bytes(range(256))

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from ivr import cli
-from ivr.audio import read_audio
+from ivr.channels.kiosk import Kiosk, SoundDevice, check_sound_device, keyboard_thread
 from ivr.errors import IvrError
-from ivr.kiosk import Kiosk, SoundDevice, check_sound_device, keyboard_thread
+from ivr.media.audio import read_audio
 
 RATE = 16000
 BLOCK = RATE // 50
@@ -73,14 +73,14 @@ class FakeSoundDevice:
 
 @pytest.fixture(scope="module")
 def keys_only():
-    from ivr.session import Resources
+    from ivr.channels.session import Resources
 
     return Resources.load(model_path="none", tts_rate=RATE)
 
 
 @pytest.fixture(scope="module")
 def with_korean():
-    from ivr.session import Resources
+    from ivr.channels.session import Resources
 
     return Resources.load(model_path=korean_model_dir(), tts_rate=RATE)
 
@@ -244,7 +244,7 @@ def test_missing_portaudio_is_named(tmp_path):
         "import ctypes.util, sys\n"
         "real = ctypes.util.find_library\n"
         "ctypes.util.find_library = lambda n: None if 'portaudio' in n else real(n)\n"
-        "from ivr.kiosk import check_sound_device\n"
+        "from ivr.channels.kiosk import check_sound_device\n"
         "from ivr.errors import IvrError\n"
         "try:\n    check_sound_device()\nexcept IvrError as e:\n    print(e)\n"
     )

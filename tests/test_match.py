@@ -3,10 +3,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ivr import paths
-from ivr.faq import Faq, FaqEntry, Topic, load_faq
-from ivr.match import Candidate, Matcher, MatchResult, yes_no
-from ivr.normalize import normalize
+from ivr.content import paths
+from ivr.content.faq import Faq, FaqEntry, Topic, load_faq
+from ivr.language.match import Candidate, Matcher, MatchResult, yes_no
+from ivr.language.normalize import normalize
 
 EVAL_FILE = paths.home() / "tests" / "data" / "eval_questions.yaml"  # dev: used to calibrate
 FRESH_FILE = paths.home() / "tests" / "data" / "eval_questions_fresh.yaml"  # never used to calibrate
@@ -150,7 +150,7 @@ def test_unknown_words_saturate_with_unknown_cap(faq):
 
 
 def test_default_settings_come_from_config(faq):
-    from ivr import config
+    from ivr.content import config
 
     m = Matcher(faq)
     assert m.answer_threshold == config.load("match")["answer_threshold"]
@@ -264,8 +264,8 @@ def test_bad_settings_are_named(faq, settings, named):
 def test_bad_settings_file_is_exit_2_not_a_traceback(tmp_path, monkeypatch, capsys):
     import shutil
 
-    from ivr import config
     from ivr.cli import main
+    from ivr.content import config
 
     home = tmp_path / "home"
     for d in ("faq", "prompts", "config"):

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from ivr.content.faq import Faq, FaqEntry, Topic, load_faq
+from ivr.content.prompts import load_prompts
+from ivr.core.menu import build_menu, lower_first, menu_to_json, menu_to_text
 from ivr.errors import IvrError
-from ivr.faq import Faq, FaqEntry, Topic, load_faq
-from ivr.menu import build_menu, lower_first, menu_to_json, menu_to_text
-from ivr.prompts import load_prompts
 
 ROOT = Path(__file__).resolve().parent.parent
 

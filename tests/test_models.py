@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from ivr import asr, cli, models
+from ivr import cli
 from ivr.errors import IvrError
+from ivr.media import asr, models
 
 SMALL = "vosk-model-small-vn-0.4"
 
@@ -321,7 +322,7 @@ def test_model_path_command_reports_missing_model(tmp_path, monkeypatch, capsys)
 def test_broken_asr_settings_are_named_not_ignored(tmp_path, monkeypatch):
     import shutil
 
-    from ivr import config, paths
+    from ivr.content import config, paths
 
     home = tmp_path / "home"
     shutil.copytree(paths.home() / "config", home / "config")

@@ -2,7 +2,7 @@ import unicodedata
 
 import pytest
 
-from ivr.normalize import digits_to_words, fold, is_folded, normalize, spoken_number_to_digits
+from ivr.language.normalize import digits_to_words, fold, is_folded, normalize, spoken_number_to_digits
 
 
 def test_nfc_decomposed_input_gives_same_result_as_composed():

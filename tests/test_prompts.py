@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ivr.content.faq import load_faq
+from ivr.content.prompts import SPEC, load_prompts, parse_prompts, placeholders
 from ivr.errors import IvrError
-from ivr.faq import load_faq
-from ivr.prompts import SPEC, load_prompts, parse_prompts, placeholders
 
 ROOT = Path(__file__).resolve().parent.parent
 VI = ROOT / "prompts" / "vi.yaml"

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from ivr import rtp
+from ivr.phone import rtp
 
 
 def test_packet_round_trip_and_header_fields():

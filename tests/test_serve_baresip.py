@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from sipp.harness import IvrServe, free_udp_port
 
-from ivr import dtmf
-from ivr.audio import read_audio, write_wav
+from ivr.media import dtmf
+from ivr.media.audio import read_audio, write_wav
 
 pytestmark = [
     pytest.mark.realpeer,
@@ -68,10 +68,10 @@ def best_match(recording: np.ndarray, reference: np.ndarray, around: float, sear
 
 
 def test_baresip_hears_the_greeting_and_the_chosen_answer(tmp_path):
-    from ivr.faq import load_faq
-    from ivr.menu import build_menu
-    from ivr.prompts import load_prompts
-    from ivr.session import Resources
+    from ivr.channels.session import Resources
+    from ivr.content.faq import load_faq
+    from ivr.content.prompts import load_prompts
+    from ivr.core.menu import build_menu
 
     keys = "".join(build_menu(load_faq(), load_prompts()).path_to(FAQ_ID))
     mic = tmp_path / "mic.wav"

@@ -4,8 +4,8 @@ import shutil
 
 import pytest
 
-from ivr import config, paths
 from ivr.cli import main
+from ivr.content import config, paths
 
 
 @pytest.fixture

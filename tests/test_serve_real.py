@@ -14,8 +14,8 @@ import pytest
 import yaml
 from sipp.harness import SIPP_DIR, IvrServe, SipClient, run_sipp, scenario
 
-from ivr import audiosocket as asock
-from ivr import dtmf
+from ivr.media import dtmf
+from ivr.phone import audiosocket as asock
 
 pytestmark = pytest.mark.realpeer
 
@@ -28,9 +28,9 @@ def capture(mode: str, faq_id: int) -> dict:
 
 @pytest.fixture(scope="module")
 def menu():
-    from ivr.faq import load_faq
-    from ivr.menu import build_menu
-    from ivr.prompts import load_prompts
+    from ivr.content.faq import load_faq
+    from ivr.content.prompts import load_prompts
+    from ivr.core.menu import build_menu
 
     return build_menu(load_faq(), load_prompts())
 
@@ -272,7 +272,7 @@ def test_sipp_speech_with_keys_over_it(shared, tmp_path, menu):
 
 
 def send_event(client: SipClient, key: str, port: int, ts: int) -> None:
-    from ivr import rtp
+    from ivr.phone import rtp
 
     for i in range(5):
         client.rtp.sendto(rtp.build_packet(101, ts // 8 + i, ts, 4242, rtp.event_payload(key, i == 4, 160 * (i + 1))),

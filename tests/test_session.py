@@ -14,8 +14,8 @@ import pytest
 import soundfile as sf
 import soxr
 
-from ivr.dtmf import generate
-from ivr.session import MAX_ASR_ERRORS, MAX_ERRORS, CallSession, Resources
+from ivr.channels.session import MAX_ASR_ERRORS, MAX_ERRORS, CallSession, Resources
+from ivr.media.dtmf import generate
 
 RATE = 8000
 FRAME = RATE // 50

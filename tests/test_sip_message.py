@@ -2,9 +2,9 @@
 
 import pytest
 
-from ivr.sip import sdp
-from ivr.sip.dialog import Dialog, response_address, stamp_via
-from ivr.sip.message import (
+from ivr.phone.sip import sdp
+from ivr.phone.sip.dialog import Dialog, response_address, stamp_via
+from ivr.phone.sip.message import (
     MAX_MESSAGE,
     SipParseError,
     make_response,

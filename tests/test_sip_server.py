@@ -12,9 +12,9 @@ from sipp.harness import ServerThread, SipClient
 from sipp.tone_session import ToneFactory
 from test_sip_message import CORPUS
 
-from ivr import rtp
-from ivr.serve import PREFETCH, AllowList
-from ivr.sip.message import parse_via
+from ivr.phone import rtp
+from ivr.phone.serve import PREFETCH, AllowList
+from ivr.phone.sip.message import parse_via
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import unicodedata
 import pytest
 import yaml
 
-from ivr import paths
-from ivr.spoken import SPECIAL_CHARACTERS, spoken_answer, spoken_form
+from ivr.content import paths
+from ivr.language.spoken import SPECIAL_CHARACTERS, spoken_answer, spoken_form
 
 # Only Vietnamese letters (any Unicode letter), spaces and sentence punctuation may reach the synthesiser.
 SPEAKABLE = re.compile(r"^[^\W\d_]+(?:[ .,?!:;]+[^\W\d_]+)*[.?!]$")

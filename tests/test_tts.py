@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ivr import tts
-from ivr.audio import dbfs
 from ivr.cli import main
 from ivr.errors import IvrError
-from ivr.spoken import spoken_answer
-from ivr.tts import Synthesizer, TtsCache
+from ivr.language.spoken import spoken_answer
+from ivr.media import tts
+from ivr.media.audio import dbfs
+from ivr.media.tts import Synthesizer, TtsCache
 
 SENTENCE = "Xin chào quý khách, cảm ơn quý khách đã gọi đến tổng đài hỗ trợ."
 REPO = Path(__file__).resolve().parent.parent
@@ -128,7 +128,7 @@ def test_no_chatter_on_stdout_or_stderr(capfd, synth):
 
 def test_no_chatter_in_a_fresh_process(tmp_path):
     """The first engine start and the driver's own print() happen here, on the real file descriptors."""
-    code = ("from ivr.tts import Synthesizer\n"
+    code = ("from ivr.media.tts import Synthesizer\n"
             "x = Synthesizer('central').render('Xin chào quý khách', 8000)\n"
             "print('samples', len(x) > 0)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
@@ -304,7 +304,7 @@ def test_prompts_render_fills_the_cache(tmp_path, capsys, monkeypatch):
 
 
 def test_prompt_texts_walks_nested_ladders(tmp_path):
-    from ivr.commands.say import prompt_texts
+    from ivr.cli.say import prompt_texts
 
     (tmp_path / "vi.yaml").write_text(
         "greet: Xin chào\nno_input:\n  - Một\n  - Hai\nmenu:\n  option: Bấm phím {key}\n  tail: Nghe lại\n",

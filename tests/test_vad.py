@@ -12,7 +12,7 @@ import soundfile as sf
 import soxr
 
 from ivr.errors import IvrError
-from ivr.vad import Vad, segments
+from ivr.media.vad import Vad, segments
 
 RATE = 16000
 TOLERANCE_S = 0.1  # edge error allowed (five 20 ms frames)

@@ -10,8 +10,8 @@ import threading
 import time
 import uuid
 
-from ivr.serve import PhoneServer, ServeOptions
-from ivr.sip.message import SipMessage, SipParseError, parse
+from ivr.phone.serve import PhoneServer, ServeOptions
+from ivr.phone.sip.message import SipMessage, SipParseError, parse
 
 
 def free_rtp_range(size: int = 200) -> tuple[int, int]:
@@ -161,7 +161,7 @@ class SipClient:
         return f"{m.status} {m.cseq}" if m.status else f"{m.method}"
 
     def reply(self, req: SipMessage, status: int, body: str = "") -> None:
-        from ivr.sip.message import make_response
+        from ivr.phone.sip.message import make_response
 
         resp = make_response(req, status, to_tag=self.tag if "tag=" not in (req.get("To") or "") else None)
         resp.body = body.encode()
@@ -260,7 +260,7 @@ def pcap_rtp(path) -> list:
     import struct
     from pathlib import Path
 
-    from ivr import rtp
+    from ivr.phone import rtp
 
     data = Path(path).read_bytes()
     out, offset = [], 24

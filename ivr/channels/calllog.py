@@ -1,0 +1,264 @@
+"""The call log: one JSON-lines file per call, written and flushed event by event, and the report over them.
+
+``CallLog(log_dir, call_id, channel)`` appends ``{"t": seconds, "type": ..., ...}`` records to
+``<log_dir>/<call_id>.jsonl``. Each line is flushed as it is written, so a crash loses nothing already
+logged. The default directory is ``logs/`` under the product's home (``IVR_LOG_DIR`` moves it).
+
+Personal numbers never reach the file: a run of 6 or more digits (an identity card or phone number), in
+figures or as spoken Vietnamese digit words, is masked in every text; and keys typed quickly one after
+another (gaps under ``run_gap`` seconds) are held back until the run ends, so that a run of 6 or more
+digit keys is written masked. Held-back lines are written when the run ends (another kind of input, a
+pause, or the end of the call): at most the keys still being typed wait in memory.
+
+``report(log_dir)`` summarises a directory of logs (``ivr report``): unanswered questions with counts,
+answers per FAQ entry, calls, transfers, mean call length. A truncated last line (a crash mid-write) is
+skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import unicodedata
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ivr.errors import IvrError
+
+ENV_LOG_DIR = "IVR_LOG_DIR"
+MASK = "•"
+MIN_RUN = 6  # digits in a row that are masked
+RUN_GAP = 1.5  # seconds: keys closer together than this belong to one run
+
+_DIGIT_WORDS = ("không", "một", "mốt", "hai", "ba", "bốn", "tư", "năm", "lăm", "sáu", "bảy", "tám", "chín",
+                "linh", "lẻ")
+_TOKEN = r"(?:\d|" + "|".join(_DIGIT_WORDS) + r")"
+_SEP = r"[\s.\-_/,]*"
+_FIGURES_RE = re.compile(r"\d(?:[\s.\-]*\d){" + str(MIN_RUN - 1) + ",}")
+_WORDS_RE = re.compile(r"(?<!\w)" + _TOKEN + "(?:" + _SEP + _TOKEN + "){" + str(MIN_RUN - 1) + r",}(?!\w)",
+                       re.IGNORECASE)
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def default_log_dir() -> Path:
+    """``$IVR_LOG_DIR``, else ``logs/`` under the product's home."""
+    from ivr.content import paths
+
+    env = os.environ.get(ENV_LOG_DIR)
+    return Path(env) if env else paths.home() / "logs"
+
+
+def mask_text(text: str) -> str:
+    """Mask runs of 6 or more digits (figures, or spoken Vietnamese digit words) in ``text``."""
+    text = unicodedata.normalize("NFC", text)
+    text = _FIGURES_RE.sub(lambda m: re.sub(r"\d", MASK, m.group(0)), text)
+    return _WORDS_RE.sub(lambda m: MASK * 6, text)
+
+
+# Fields that identify the call or the record, never what a caller said or typed: kept as they are so a
+# log can be matched to a SIP trace (Call-ID) or an Asterisk channel (AudioSocket UUID).
+UNMASKED_FIELDS = frozenset({"call_id", "channel", "type"})
+
+
+def mask(value: Any) -> Any:
+    """``mask_text`` applied to every string inside ``value`` (dicts, lists, tuples), except the
+    identifying fields in ``UNMASKED_FIELDS``."""
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, dict):
+        return {k: v if k in UNMASKED_FIELDS else mask(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask(v) for v in value]
+    return value
+
+
+def safe_name(call_id: str) -> str:
+    """A file name for ``call_id`` (SIP call ids carry '@' and other characters)."""
+    name = _UNSAFE_NAME.sub("_", str(call_id)).strip("._") or "call"
+    return name[:120]
+
+
+def _is_key(record: dict) -> bool:
+    return record.get("type") == "key" and str(record.get("digit", "")) in "0123456789" and record.get("digit")
+
+
+class CallLog:
+    """One call's log file. ``write(record)`` with ``record["t"]`` and ``record["type"]``; ``close()``."""
+
+    def __init__(self, log_dir: Path | str, call_id: str, channel: str = "", run_gap: float = RUN_GAP):
+        self.dir = Path(log_dir)
+        self.path = self.dir / f"{safe_name(call_id)}.jsonl"
+        self.run_gap = run_gap
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the call
+        except OSError as exc:
+            raise IvrError(f"cannot write the call log {self.path} ({exc.strerror or exc})",
+                           f"make {self.dir} writable, or choose another directory (--log-dir or "
+                           f"{ENV_LOG_DIR})") from None
+        self._held: list[dict] = []  # lines waiting while a run of keys is being typed
+        self._run_digits = 0
+        self._last_key_t: float | None = None
+        self.closed = False
+        self.write({"t": 0.0, "type": "call", "call_id": str(call_id), "channel": channel})
+
+    def write(self, record: dict) -> None:
+        if self.closed:
+            return
+        t = float(record.get("t", 0.0))
+        if self._held and self._last_key_t is not None and t - self._last_key_t > self.run_gap:
+            self._release()
+        if _is_key(record):
+            if self._last_key_t is not None and t - self._last_key_t > self.run_gap:
+                self._release()
+            self._run_digits += 1
+            self._last_key_t = t
+            self._held.append(dict(record))
+            return
+        if record.get("type") in ("heard", "hangup"):
+            self._release()  # other input ends a run of keys
+        if self._held:
+            self._held.append(dict(record))
+            return
+        self._emit(record)
+
+    def tick(self, t: float) -> None:
+        """Write held lines once the run of keys has paused long enough."""
+        if self._held and self._last_key_t is not None and t - self._last_key_t > self.run_gap:
+            self._release()
+
+    def _release(self) -> None:
+        sensitive = self._run_digits >= MIN_RUN
+        for rec in self._held:
+            if sensitive and _is_key(rec):
+                rec["digit"] = MASK
+            self._emit(rec, mask_digits=sensitive)
+        self._held = []
+        self._run_digits = 0
+        self._last_key_t = None
+
+    def _emit(self, record: dict, mask_digits: bool = False) -> None:
+        rec = mask(record)
+        if mask_digits:  # the dialogue's own echo of the keys ("digit", "typeahead") while the run lasted
+            for fld in ("digit",):
+                if fld in rec and str(rec[fld]) in "0123456789" and rec[fld]:
+                    rec[fld] = MASK
+        try:
+            self._fh.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+            self._fh.flush()
+        except (OSError, ValueError):  # a full disk must not end the call
+            pass
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self._release()
+        self.closed = True
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except (OSError, ValueError):
+            pass
+        self._fh.close()
+
+
+# --- reading and the report ---------------------------------------------------------------------------------
+
+
+def read_log(path: Path | str) -> list[dict]:
+    """The records of one log file; a damaged line (a crash mid-write) is skipped."""
+    out = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+    return out
+
+
+def report(log_dir: Path | str) -> dict[str, Any]:
+    """Figures over every ``*.jsonl`` call log in ``log_dir``."""
+    d = Path(log_dir)
+    if not d.exists():
+        raise IvrError(f"log directory {d} does not exist", "give the directory the calls were logged in")
+    if not d.is_dir():
+        raise IvrError(f"{d} is a file, not a log directory", "give the directory holding the *.jsonl call logs")
+    files = sorted(d.glob("*.jsonl"))
+    unanswered: Counter[str] = Counter()
+    answers: Counter[int] = Counter()
+    lengths: list[float] = []
+    transfers = 0
+    errors = 0
+    calls = 0
+    skipped: list[str] = []  # files that hold no call log (unreadable, or no valid line at all)
+    for path in files:
+        try:
+            records = read_log(path)
+        except OSError:
+            records = []
+        if not records:
+            skipped.append(path.name)
+            continue
+        calls += 1
+        last_t = 0.0
+        for rec in records:
+            kind = rec.get("type")
+            try:
+                last_t = max(last_t, float(rec.get("t", 0.0)))
+            except (TypeError, ValueError):
+                pass
+            if kind == "answer" and rec.get("faq_id") is not None:
+                answers[int(rec["faq_id"])] += 1
+            elif kind == "no_match" and rec.get("text"):
+                unanswered[unicodedata.normalize("NFC", str(rec["text"]))] += 1
+            elif kind == "transfer":
+                transfers += 1
+            elif kind == "error":
+                errors += 1
+        lengths.append(last_t)
+    return {
+        "calls": calls,
+        "transfers": transfers,
+        "errors": errors,
+        "mean_call_seconds": round(sum(lengths) / len(lengths), 2) if lengths else 0.0,
+        "answers": {str(k): v for k, v in sorted(answers.items())},
+        "unanswered": [{"text": text, "count": n} for text, n in unanswered.most_common()],
+        "skipped_files": skipped,
+    }
+
+
+def report_text(data: dict[str, Any], faq=None) -> str:
+    """The report for people."""
+    lines = [
+        f"calls: {data['calls']}   transfers to an operator: {data['transfers']}   "
+        f"mean call length: {data['mean_call_seconds']:.1f} s   errors: {data['errors']}",
+        "",
+        "answers given per FAQ entry:",
+    ]
+    if not data["answers"]:
+        lines.append("  (none)")
+    for faq_id, n in data["answers"].items():
+        label = ""
+        if faq is not None:
+            try:
+                label = "  " + faq.by_id(int(faq_id)).question[:70]
+            except Exception:
+                label = ""
+        lines.append(f"  FAQ {faq_id:>3}: {n:4d}{label}")
+    lines += ["", "unanswered questions (not understood), most asked first:"]
+    if not data["unanswered"]:
+        lines.append("  (none)")
+    for item in data["unanswered"]:
+        lines.append(f"  {item['count']:4d} x {item['text']}")
+    if data.get("skipped_files"):
+        lines += ["", f"skipped {len(data['skipped_files'])} file(s) holding no call log: "
+                  + ", ".join(data["skipped_files"])]
+    return "\n".join(lines)

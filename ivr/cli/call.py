@@ -1,0 +1,405 @@
+"""Call-flow commands: ``ivr menu`` (the keypad tree) and ``ivr chat`` (the dialogue in a terminal).
+
+Each command has a ``_register_<name>(sub)`` helper and a ``cmd_<name>(args)`` handler; ``register``
+calls the helpers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import unicodedata
+
+
+def register(sub) -> None:
+    _register_menu(sub)
+    _register_chat(sub)
+    _register_call(sub)
+    _register_report(sub)
+    _register_kiosk(sub)
+
+
+# --- ivr menu -----------------------------------------------------------------------------------------------
+
+
+def _register_menu(sub) -> None:
+    p = sub.add_parser("menu", help="show the keypad menu built from the FAQ topics and the prompts",
+                       description="Show the keypad menu: main menu of topics -> questions -> answers.")
+    p.add_argument("--json", action="store_true", help="print the menu tree as JSON")
+    p.set_defaults(func=cmd_menu)
+
+
+def cmd_menu(args) -> int:
+    from ivr.content.faq import load_faq
+    from ivr.content.prompts import load_prompts
+    from ivr.core.dialogue import load_settings
+    from ivr.core.menu import build_menu, menu_to_json, menu_to_text
+
+    settings = load_settings()
+    root = build_menu(load_faq(), load_prompts(), operator=settings.operator_enabled,
+                      operator_key=settings.operator_key)
+    if args.json:
+        print(json.dumps(menu_to_json(root), ensure_ascii=False, indent=2))
+    else:
+        print(menu_to_text(root))
+    return 0
+
+
+# --- ivr chat -----------------------------------------------------------------------------------------------
+
+_KEYS_RE = re.compile(r"[0-9*#]+")
+WORDS_PER_SECOND = 2.5  # speaking speed used to move the chat's clock while a prompt "plays"
+THINK_SECONDS = 1.0  # the caller's time between the end of a prompt and a typed line
+
+
+def _register_chat(sub) -> None:
+    p = sub.add_parser(
+        "chat", help="talk to the IVR in the terminal (type a question, keys, or an empty line for silence)",
+        description="The call flow in a terminal. Type a question as the caller would say it; a line of only "
+                    "0-9 * # is keys; an empty line is silence (the no-input timeout). Works on piped input.",
+    )
+    p.add_argument("--speak", action="store_true", help="also speak the IVR's words on the sound card")
+    p.add_argument("--verbose", "-v", action="store_true", help="print the call log records on stderr")
+    p.add_argument("--log-dir", metavar="DIR", help="where the chat's call log goes (default: logs/ or $IVR_LOG_DIR)")
+    p.set_defaults(func=cmd_chat)
+
+
+class _Speaker:
+    """Speaks through ivr.media.tts and sounddevice; says once when there is no sound device and goes quiet."""
+
+    def __init__(self):
+        self.ok = True
+        self.cache = None
+        self.rate = 22050
+
+    def _warn(self, why: str) -> None:
+        print(f"ivr: cannot speak ({why}); printing only", file=sys.stderr)
+        self.ok = False
+
+    def say(self, text: str) -> None:
+        if not self.ok:
+            return
+        try:
+            import sounddevice as sd
+
+            if self.cache is None:
+                sd.query_devices(kind="output")  # raises when there is no output device
+                from ivr.media.tts import Synthesizer, TtsCache
+
+                self.cache = TtsCache(Synthesizer.from_config())
+            audio = self.cache.get(text, self.rate)
+            sd.play(audio, self.rate, blocking=True)
+        except Exception as exc:  # no PortAudio device, no espeak-ng...: keep the conversation going in text
+            self._warn(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+class _ChatCall:
+    """Drives one Dialogue from lines of text, with a simulated clock."""
+
+    def __init__(self, dialogue, out, speaker: _Speaker | None, verbose: bool, log=None):
+        self.d = dialogue
+        self.log = log  # ivr.channels.calllog.CallLog: a chat is logged like a call, so `ivr report` counts it
+        self.out = out
+        self.speaker = speaker
+        self.verbose = verbose
+        self.t = 0.0
+        self.queued: list = []  # plays not yet heard (dropped when the caller barges in)
+        self.finished = False
+
+    def send(self, event) -> None:
+        self.run(self.d.handle(event))
+
+    def run(self, actions) -> None:
+        from ivr.core.dialogue import HangUp, Log, Play, StopPlayback, Transfer
+
+        for a in actions:
+            if self.verbose:
+                print(json.dumps(a.record(), ensure_ascii=False), file=sys.stderr)
+            if self.log is not None:
+                self.log.write({"t": round(self.t, 3), **a.record()})
+            if isinstance(a, Play):
+                self.queued.append(a)
+            elif isinstance(a, StopPlayback):
+                self.queued.clear()
+            elif isinstance(a, Transfer):
+                self.flush()
+                self._say(f"[chuyển máy tới tổng đài viên ({a.target}): bản mô phỏng dừng ở đây]")
+                self.finished = True
+            elif isinstance(a, HangUp):
+                self.flush()
+                self._say(f"[tổng đài kết thúc cuộc gọi: {a.reason}]")
+                self.finished = True
+            elif isinstance(a, Log):
+                pass
+
+    def _say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    def flush(self) -> None:
+        """Play out what is queued: print (and speak) it, then report each play as finished."""
+        from ivr.core.dialogue import PlaybackFinished
+
+        while self.queued and not self.finished:
+            play = self.queued.pop(0)
+            tag = f"IVR [FAQ {play.faq_id}]" if play.faq_id is not None else "IVR"
+            self._say(f"{tag}: {play.text}")
+            if self.speaker:
+                self.speaker.say(play.text)
+            self.t += max(1.0, len(play.text.split()) / WORDS_PER_SECOND)
+            self.send(PlaybackFinished(play.play_id, t=self.t))
+
+    def line(self, text: str) -> None:
+        from ivr.core.dialogue import Digit, SpeechFinal, Timeout
+
+        text = unicodedata.normalize("NFC", text).strip()
+        if not text:
+            if self.d.deadline is None:
+                return
+            self.t = max(self.t, self.d.deadline)
+            self.send(Timeout(t=self.t))
+        else:
+            self.t += THINK_SECONDS
+            if _KEYS_RE.fullmatch(text):
+                for ch in text:  # keys typed together arrive together: later ones cut what earlier ones start
+                    if self.log is not None:  # the log masks a run of 6 or more keys (an identity number)
+                        self.log.write({"t": round(self.t, 3), "type": "key", "digit": ch, "via": "typed"})
+                    self.send(Digit(ch, t=self.t))
+                    if self.finished:
+                        break
+                if self.d.waiting_for == "inter_digit" and not self.finished:  # the line ends the entry
+                    self.t = max(self.t, self.d.deadline)
+                    self.send(Timeout(t=self.t))
+            else:
+                self.send(SpeechFinal(text, 1.0, t=self.t))
+        self.flush()
+
+
+def cmd_chat(args) -> int:
+    import secrets
+    import time
+
+    from ivr.channels.calllog import CallLog, default_log_dir
+    from ivr.core.dialogue import new_dialogue
+
+    call_id = f"chat-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    log = CallLog(args.log_dir or default_log_dir(), call_id, channel="chat")
+    call = _ChatCall(new_dialogue(), sys.stdout, _Speaker() if args.speak else None, args.verbose, log)
+    try:
+        return _chat(call)
+    finally:
+        log.close()
+        print(f"-- log: {log.path}", file=sys.stderr)
+
+
+def _chat(call) -> int:
+    from ivr.core.dialogue import CallStarted, Hangup
+
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print("Gõ câu hỏi, hoặc phím (0-9 * #); dòng trống là im lặng; Ctrl-D để gác máy.", flush=True)
+    call.send(CallStarted(t=0.0))
+    call.flush()
+    while not call.finished:
+        try:
+            text = input("Bạn: ") if interactive else sys.stdin.readline()
+        except EOFError:
+            text = None
+        if text is None or (not interactive and text == ""):
+            call.send(Hangup(t=call.t))
+            print("[quý khách gác máy]", flush=True)
+            break
+        text = text.rstrip("\n")
+        if not interactive:
+            print(f"Bạn: {text}", flush=True)
+        call.line(text)
+    return 0
+
+
+# --- ivr call -----------------------------------------------------------------------------------------------
+
+CALL_RATE = 8000  # the telephone line
+
+
+def _register_call(sub) -> None:
+    p = sub.add_parser(
+        "call", help="simulate a phone call: the caller's side from a WAV file, the IVR's answers to a WAV",
+        description="Simulate one phone call. The caller's side is read from CALLER.wav (any WAV, converted to "
+                    "8 kHz) and played to the IVR in 20 ms frames, in simulated time (much faster than real "
+                    "time); keys are keypad tones in the audio. When the file ends, the caller hangs up.",
+    )
+    p.add_argument("caller", metavar="CALLER.wav", help="the caller's side of the call")
+    p.add_argument("--out", metavar="WAV", help="write the call as a stereo WAV: caller left, IVR right")
+    p.add_argument("--json", action="store_true", help="print the call's events as JSON")
+    p.add_argument("--model", metavar="PATH|none", help="Vosk model directory, or 'none' for keys only "
+                   "(default: the installed model, if any)")
+    p.add_argument("--log-dir", metavar="DIR", help="where the call log goes (default: logs/ or $IVR_LOG_DIR)")
+    p.add_argument("--operator-busy", action="store_true",
+                   help="the operator transfer fails (the IVR apologises and goes on) instead of ending the call")
+    p.set_defaults(func=cmd_call)
+
+
+def _clock(t: float) -> str:
+    m, s = divmod(max(0.0, t), 60.0)
+    return f"{int(m):02d}:{s:05.2f}"
+
+
+def _transcript_line(e: dict) -> str | None:
+    kind = e["type"]
+    at = _clock(e["t"])
+    if kind == "play":
+        tag = f"IVR [FAQ {e['faq_id']}]" if e.get("faq_id") is not None else "IVR"
+        return f"{at} {tag}: {e['text']}"
+    if kind == "key":
+        return f"{at} caller pressed {e['digit']}"
+    if kind == "heard":
+        return f"{at} caller said: {e['text']} (confidence {e['confidence']:.2f})"
+    if kind == "stop":
+        return f"{at} [IVR stops talking: {e['reason']}]" if e.get("cut") is not None else None
+    if kind == "answer":
+        return f"{at} [answer: FAQ {e['faq_id']} via {e.get('via')}]"
+    if kind == "no_match":
+        return f"{at} [not understood]"
+    if kind == "no_input":
+        return f"{at} [silence #{e['count']}]"
+    if kind == "invalid":
+        return f"{at} [invalid key {e['keys']}]"
+    if kind == "transfer":
+        return f"{at} [transfer to {e['target']}]"
+    if kind == "transfer_failed":
+        return f"{at} [transfer failed: {e.get('reason', '')}]"
+    if kind == "hangup":
+        return f"{at} [{'IVR' if e.get('by') == 'ivr' else 'caller'} hung up]"
+    if kind == "error":
+        return f"{at} [error in {e['where']}: {e['error']}]"
+    return None
+
+
+def simulate_call(caller, resources, *, log_dir=None, call_id: str | None = None, operator_busy: bool = False):
+    """Run one call in simulated time. ``caller``: int16 samples at 8 kHz. Returns (session, ivr samples,
+    call length in samples). Frame k of the caller ([k, k+1) x 20 ms) is fed, then the IVR frame starting at
+    (k+1) x 20 ms is read, so a key or a barge-in shows in the very next IVR frame."""
+    import numpy as np
+
+    from ivr.channels.session import CallSession
+
+    n = CALL_RATE // 50
+    s = CallSession(resources, call_id=call_id, sample_rate=CALL_RATE, log_dir=log_dir, channel="file")
+    s.start(0.0)
+    out = [s.read_audio(n, 0.0)]
+    frames = (len(caller) + n - 1) // n
+    k = 0
+    while k < frames and not s.ended:
+        frame = caller[k * n:(k + 1) * n]
+        if len(frame) < n:
+            frame = np.concatenate([frame, np.zeros(n - len(frame), np.int16)])
+        s.feed_audio(frame, k * n / CALL_RATE)
+        k += 1
+        if s.transfer_to is not None:
+            if not operator_busy:
+                break  # the call is with the operator now: the simulation ends here
+            s.transfer_failed(k * n / CALL_RATE, "operator busy (simulated)")
+        out.append(s.read_audio(n, k * n / CALL_RATE))
+    if not s.ended:
+        s.hangup(k * n / CALL_RATE)  # the file ended: the caller hangs up (or the call was transferred)
+    ivr = np.concatenate(out)  # up to the end of the frame in which the call ended
+    return s, ivr, len(ivr)
+
+
+def cmd_call(args) -> int:
+    from pathlib import Path
+
+    from ivr.channels.calllog import default_log_dir
+    from ivr.channels.session import Resources
+    from ivr.errors import IvrError
+    from ivr.media.audio import read_audio, write_wav_stereo
+
+    caller, _ = read_audio(args.caller, CALL_RATE)
+    out = Path(args.out) if args.out else None
+    if out is not None and out.parent and not out.parent.exists():
+        raise IvrError(f"--out {out}: the directory {out.parent} does not exist", "create it or give another path")
+    resources = Resources.load(model_path=args.model, tts_rate=CALL_RATE)
+    if resources.model is None:
+        print(f"ivr: {resources.speech_note}", file=sys.stderr)
+    log_dir = Path(args.log_dir) if args.log_dir else default_log_dir()
+    import time
+    import uuid
+
+    call_id = f"call-{Path(args.caller).stem}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    session, ivr, length = simulate_call(caller, resources, log_dir=log_dir, call_id=call_id,
+                                         operator_busy=args.operator_busy)
+    if out is not None:
+        try:
+            write_wav_stereo(out, caller[:length], ivr, CALL_RATE)  # caller padded with silence if shorter
+        except Exception as exc:
+            raise IvrError(f"--out {out}: cannot write the recording ({exc})", "give a writable path") from None
+    answered = [e["faq_id"] for e in session.events if e["type"] == "answer"]
+    if args.json:
+        print(json.dumps({"events": session.events, "answered_faq_ids": answered}, ensure_ascii=False))
+        return 0
+    for e in session.events:
+        line = _transcript_line(e)
+        if line:
+            print(line)
+    print(f"-- call of {length / CALL_RATE:.1f} s; answers given: "
+          f"{', '.join(f'FAQ {i}' for i in answered) or 'none'}; log: {session.log_path}")
+    if out is not None:
+        print(f"-- recording (caller left, IVR right): {out}")
+    return 0
+
+
+# --- ivr report ---------------------------------------------------------------------------------------------
+
+
+def _register_report(sub) -> None:
+    p = sub.add_parser("report", help="summarise the call logs: unanswered questions, answers, transfers",
+                       description="Summarise a directory of call logs (*.jsonl): questions the IVR did not "
+                                   "understand (with counts), answers per FAQ entry, calls, transfers and "
+                                   "the mean call length.")
+    p.add_argument("log_dir", metavar="LOGDIR", nargs="?", help="the log directory (default: logs/)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    from ivr.channels.calllog import default_log_dir, report, report_text
+
+    data = report(args.log_dir or default_log_dir())
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+        return 0
+    faq = None
+    try:
+        from ivr.content.faq import load_faq
+
+        faq = load_faq()
+    except Exception:
+        faq = None
+    print(report_text(data, faq))
+    return 0
+
+
+# --- ivr kiosk ----------------------------------------------------------------------------------------------
+
+
+def _register_kiosk(sub) -> None:
+    p = sub.add_parser(
+        "kiosk", help="hands-free kiosk: microphone and speaker, keyboard keys 0-9 * # as the keypad, q quits",
+        description="Run the IVR on this computer's microphone and speaker (16 kHz). Visitors speak their "
+                    "question or type keys 0-9 * # on the keyboard; q quits. The kiosk does not listen while it "
+                    "speaks (keys still work). Without a sound card it says what is missing.",
+    )
+    p.add_argument("--model", metavar="PATH", default=None,
+                   help="Vosk model directory (default: found as everywhere; 'none': keys only)")
+    p.add_argument("--device", metavar="N", default=None,
+                   help="sound device number or name (`python -m sounddevice` lists them)")
+    p.add_argument("--rate", type=int, default=16000, help="sample rate of the sound card (default 16000)")
+    p.add_argument("--voice", default=None, help="voice: north, central or south (default: config/tts.yaml)")
+    p.add_argument("--log-dir", metavar="DIR", help="where the visit logs go (default: logs/ or $IVR_LOG_DIR)")
+    p.set_defaults(func=cmd_kiosk)
+
+
+def cmd_kiosk(args) -> int:
+    from ivr.channels.kiosk import run_kiosk
+
+    return run_kiosk(model=args.model, device=args.device, rate=args.rate, voice=args.voice, log_dir=args.log_dir)

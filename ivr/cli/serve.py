@@ -1,0 +1,154 @@
+"""``ivr serve``: the phone hotline (SIP/RTP user agent server and Asterisk AudioSocket listener)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ivr.errors import IvrError
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="answer phone calls: SIP/RTP (G.711, RFC 4733 keys) and Asterisk AudioSocket",
+        description="Answer calls on SIP (UDP) and Asterisk AudioSocket (TCP). Every call runs its own call "
+        "session; call logs go to --log-dir. SIGTERM/Ctrl-C: new calls are refused, calls in progress "
+        "may finish, then they are told goodbye and hung up. Defaults come from config/sip.yaml.",
+    )
+    p.add_argument("--sip", metavar="HOST:PORT", help="SIP UDP address (default 127.0.0.1:5060; 'off' to disable)")
+    p.add_argument("--audiosocket", metavar="HOST:PORT",
+                   help="AudioSocket TCP address (default 127.0.0.1:9092; 'off' to disable)")
+    p.add_argument("--max-calls", type=int, metavar="N", help="calls at once (default 50)")
+    p.add_argument("--log-dir", metavar="DIR", help="one JSON-lines log per call (default: logs/ or $IVR_LOG_DIR)")
+    p.add_argument("--model", metavar="PATH", help="Vosk model directory, or 'none' for keypad only")
+    p.add_argument("--operator-uri", metavar="SIP_URI", help="transfer target for 'operator' (SIP REFER)")
+    p.add_argument("--rtp-ports", metavar="LOW-HIGH", help="UDP port range for RTP (default 20000-20999)")
+    p.add_argument("--allow", nargs="+", metavar="CIDR", action="extend",
+                   help="source addresses/networks allowed besides loopback (needed to serve a wider bind)")
+    p.add_argument("--grace", type=float, metavar="SECONDS", help="time calls get to finish on shutdown")
+    p.set_defaults(func=run)
+
+
+def hostport(text: str, what: str) -> tuple[str, int] | None:
+    if text is None or str(text).lower() in ("off", "none", "no", "false"):
+        return None
+    text = str(text).strip()
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]:")
+    else:
+        host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise IvrError(f"{what} {text!r} is not HOST:PORT", f"write it like 127.0.0.1:{5060 if what == '--sip' else 9092}")
+    return host, int(port)
+
+
+def port_range(text: str) -> tuple[int, int]:
+    low, _, high = str(text).partition("-")
+    if not (low.isdigit() and high.isdigit()) or not 1024 <= int(low) < int(high) <= 65535 or int(high) - int(low) < 1:
+        raise IvrError(f"--rtp-ports {text!r} is not a range LOW-HIGH of UDP ports",
+                       "write it like 20000-20999 (ports 1024-65535)")
+    return int(low), int(high)
+
+
+def options_from(args: argparse.Namespace):
+    from ivr.content import config
+    from ivr.phone.serve import AllowList, ServeOptions
+
+    conf = config.load("sip")
+
+    def pick(cli, key, default):
+        return cli if cli is not None else conf.get(key, default)
+
+    def number(cli, key, default, kind=float):
+        value = pick(cli, key, default)
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return kind(value)
+        except (TypeError, ValueError):
+            where = f"--{key.replace('_seconds', '').replace('_', '-')}" if cli is not None else \
+                f"config/sip.yaml: {key}"
+            raise IvrError(f"{where} = {value!r} is not a number",
+                           f"write a number, e.g. {key}: {default}") from None
+
+    allow = conf.get("allow") or []
+    if not isinstance(allow, list):
+        raise IvrError(f"config/sip.yaml: allow = {allow!r} is not a list", "write it like [10.0.0.0/24]")
+    opts = ServeOptions(
+        sip=hostport(pick(args.sip, "sip", "127.0.0.1:5060"), "--sip"),
+        audiosocket=hostport(pick(args.audiosocket, "audiosocket", "127.0.0.1:9092"), "--audiosocket"),
+        max_calls=number(args.max_calls, "max_calls", 50, int),
+        rtp_ports=port_range(pick(args.rtp_ports, "rtp_ports", "20000-20999")),
+        allow=[str(a) for a in allow] + list(args.allow or []),
+        operator_uri=pick(args.operator_uri, "operator_uri", None),
+        ring=number(None, "ring_seconds", 0.3),
+        grace=number(args.grace, "grace_seconds", 30),
+        goodbye=number(None, "goodbye_seconds", 10),
+        t1=number(None, "t1_seconds", 0.5),
+        t2=number(None, "t2_seconds", 4.0),
+        media_timeout=number(None, "media_timeout_seconds", 60),
+        public_ip=conf.get("public_ip"),
+    )
+    if opts.max_calls < 1:
+        raise IvrError(f"--max-calls {opts.max_calls}: must be at least 1", "give a positive number of calls")
+    if opts.sip is None and opts.audiosocket is None:
+        raise IvrError("both --sip and --audiosocket are off: nothing to serve", "enable at least one listener")
+    if opts.operator_uri and not str(opts.operator_uri).startswith(("sip:", "sips:")):
+        raise IvrError(f"--operator-uri {opts.operator_uri!r} is not a SIP URI", "write it like sip:operator@10.0.0.5")
+    allow = AllowList.parse(opts.allow)
+    for name, addr in (("--sip", opts.sip), ("--audiosocket", opts.audiosocket)):
+        if addr and not allow.allows(addr[0]) and not opts.allow:
+            raise IvrError(f"{name} binds {addr[0]}, which is not loopback, but no --allow list is given",
+                           "add --allow with the PBX address or network (e.g. --allow 10.0.0.0/24)")
+    return opts
+
+
+def session_factory(args: argparse.Namespace):
+    """One shared set of resources (FAQ, matcher, prompts, TTS cache, speech model); a CallSession per call."""
+    from pathlib import Path
+
+    try:
+        from ivr.channels.session import CallSession, Resources
+    except ImportError as exc:
+        raise IvrError(f"the call engine is not available ({exc})", "reinstall the package: pip install -e .") from None
+    from ivr.channels.calllog import default_log_dir
+
+    log_dir = Path(args.log_dir) if args.log_dir else default_log_dir()  # every call is logged
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise IvrError(f"log directory {log_dir}: cannot create it ({exc.strerror})",
+                       "give a writable directory with --log-dir (or IVR_LOG_DIR)") from None
+    model = args.model if args.model is not None else None
+    resources = Resources.load(model_path=model, tts_rate=8000)
+    if resources.speech_note:
+        print(f"ivr serve: {resources.speech_note}", file=sys.stderr)
+    counts = resources.warm()  # every prompt and answer rendered now: no call waits for the speech engine
+    print(f"ivr serve: {counts.get('texts', 0)} prompts and answers ready "
+          f"({counts.get('rendered', 0)} rendered now)", file=sys.stderr)
+
+    def factory(call_id: str, channel: str):
+        return CallSession(resources, call_id=call_id, sample_rate=8000, log_dir=log_dir, channel=channel)
+
+    return factory
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from ivr.phone.serve import run as serve_run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    opts = options_from(args)
+    factory = session_factory(args)
+
+    def ready(addresses: dict[str, str]) -> None:
+        for name, addr in addresses.items():
+            print(f"listening {name} {addr}", flush=True)
+
+    try:
+        return serve_run(opts, factory, ready)
+    except OSError as exc:
+        raise IvrError(f"cannot listen: {exc}", "choose a free address/port (--sip, --audiosocket)") from None

@@ -1,0 +1,1 @@
+"""Vietnamese text: normalisation, FAQ matching, spoken forms. Pure text in, text out."""

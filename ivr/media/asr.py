@@ -1,0 +1,426 @@
+"""Speech recognition with Vosk: find the model, load it once per process, stream 16-bit PCM frames.
+
+One shared ``vosk.Model`` per process and path (``load_model``), one ``Recognizer`` per call (the
+vosk-server pattern). Audio arrives as mono int16 frames at the channel's rate (8 kHz telephone, 16 kHz
+kiosk, any WAV) and is resampled to the model's rate with a streaming soxr resampler, so frame boundaries
+add no clicks.
+
+Decoding is CPU heavy and blocks: an asyncio channel calls ``await rec.afeed(frame)`` (which runs ``feed``
+in the default executor, as vosk-server does with ``run_in_executor``) or runs ``feed`` in its own thread.
+A recogniser is used by one call at a time; its methods are serialised by a lock.
+
+vosk 0.3.45 has no ``SetEndpointerMode``/``SetEndpointerDelays``; when the installed version has them the
+``endpoint`` settings are applied, otherwise the model's own ``conf/model.conf`` endpoint rules decide when
+an utterance ends (``Recognizer.endpointer_applied`` says which).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ivr.content import config, paths
+from ivr.errors import IvrError
+
+log = logging.getLogger(__name__)
+
+ENV_MODEL = "IVR_VOSK_MODEL"
+DEFAULT_NAMES = ("vosk-model-small-vn-0.4", "vosk-model-vn-0.4")
+DOWNLOAD_HINT = (
+    f"run `ivr model download small` (installs models/{DEFAULT_NAMES[0]}/), or set {ENV_MODEL}=/path/to/model, "
+    "or pass --model PATH"
+)
+
+
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
+def settings() -> dict[str, Any]:
+    """The settings in ``config/asr.yaml``. Without that file the built-in defaults apply; a broken file is
+    an ``IvrError`` naming it (a typo must not silently turn settings off)."""
+    if not (paths.config_dir() / "asr.yaml").is_file():
+        return {}
+    return config.load("asr")
+
+
+def model_names() -> list[str]:
+    """Model directory names looked for in models/ and the cache, preferred first."""
+    models = settings().get("models") or {}
+    names = [m.get("name") for m in models.values() if isinstance(m, dict) and m.get("name")]
+    return names or list(DEFAULT_NAMES)
+
+
+# --------------------------------------------------------------------------------------------- model files
+
+
+def missing_parts(path: Path) -> list[str]:
+    """What a Vosk model directory lacks (empty when it looks like a model)."""
+    path = Path(path)
+    if not path.is_dir():
+        return ["the directory itself"]
+    missing = [part for part in ("am/final.mdl", "conf/model.conf") if not (path / part).is_file()]
+    graph = path / "graph"
+    static = (graph / "HCLG.fst").is_file()
+    lookahead = (graph / "HCLr.fst").is_file() and (graph / "Gr.fst").is_file()
+    if not (static or lookahead):
+        missing.append("graph/HCLG.fst (or graph/HCLr.fst + graph/Gr.fst)")
+    return missing
+
+
+def is_model_dir(path: Path) -> bool:
+    return not missing_parts(path)
+
+
+def _checked(path: Path, origin: str) -> Path:
+    path = Path(path).expanduser()
+    missing = missing_parts(path)
+    if missing:
+        if not path.exists():
+            problem = f"{origin}: {path} does not exist"
+        elif not path.is_dir():
+            problem = f"{origin}: {path} is a file, not a Vosk model directory"
+        else:
+            problem = f"{origin}: {path} is not a Vosk model (missing {', '.join(missing)})"
+        raise IvrError(problem, "point it at an unpacked Vosk model directory, or " + DOWNLOAD_HINT)
+    return path.resolve()
+
+
+def resolve_model_path(cli_path: str | os.PathLike | None = None) -> Path:
+    """The model directory to use: ``--model PATH``, then ``$IVR_VOSK_MODEL``, then ``models/<name>/``
+    (preferred names first, else the only model directory there), then the per-user cache
+    ``<cache>/models/<name>/``. A given path that is not a model, or no model at all, is an ``IvrError``."""
+    if cli_path:
+        return _checked(Path(cli_path), "--model")
+    env = os.environ.get(ENV_MODEL)
+    if env:
+        return _checked(Path(env), ENV_MODEL)
+    names = model_names()
+    local = paths.models_dir()
+    for name in names:
+        if is_model_dir(local / name):
+            return (local / name).resolve()
+    if local.is_dir():
+        found = sorted(
+            p for p in local.iterdir() if p.is_dir() and not p.name.startswith(".") and is_model_dir(p)
+        )
+        if len(found) == 1:
+            return found[0].resolve()
+        if len(found) > 1:
+            raise IvrError(
+                f"{local} holds several Vosk models ({', '.join(p.name for p in found)}) and none is named "
+                f"{' or '.join(names)}",
+                f"choose one with --model PATH or {ENV_MODEL}=PATH",
+            )
+    cache = paths.cache_dir() / "models"
+    for name in names:
+        if is_model_dir(cache / name):
+            return (cache / name).resolve()
+    raise IvrError(
+        f"no Vosk speech model found (looked at --model, {ENV_MODEL}, {local}/<name>/ and {cache}/<name>/ "
+        f"for {', '.join(names)})",
+        DOWNLOAD_HINT,
+    )
+
+
+def model_sample_rate(path: Path) -> int:
+    """The rate the model was trained at: ``--sample-frequency`` in conf/mfcc.conf, else 16000."""
+    default = int(settings().get("default_sample_rate") or 16000)
+    mfcc = Path(path) / "conf" / "mfcc.conf"
+    try:
+        lines = mfcc.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return default
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("--sample-frequency="):
+            try:
+                return int(float(line.split("=", 1)[1]))
+            except ValueError:
+                raise IvrError(
+                    f"{mfcc}: --sample-frequency is not a number ({line!r})", "fix or remove that line"
+                ) from None
+    return default
+
+
+def supports_grammar(path: Path) -> bool:
+    """A phrase list works only with a runtime (lookahead) graph: graph/HCLr.fst + graph/Gr.fst."""
+    graph = Path(path) / "graph"
+    return (graph / "HCLr.fst").is_file() and (graph / "Gr.fst").is_file()
+
+
+def is_vietnamese(path: Path) -> bool:
+    """Heuristic: the directory name has a ``vn``/``vi`` part, or its README speaks of Vietnamese."""
+    path = Path(path)
+    parts = path.name.lower().replace("_", "-").split("-")
+    if "vn" in parts or "vi" in parts:
+        return True
+    readme = path / "README"
+    try:
+        text = readme.read_text(encoding="utf-8", errors="replace").lower()
+    except OSError:
+        return False
+    return "vietnam" in text
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+_models: dict[Path, Any] = {}
+_models_lock = threading.Lock()
+
+
+def load_model(path: str | os.PathLike):
+    """The shared ``vosk.Model`` for ``path`` (loaded once per process; safe from several threads).
+
+    The returned model carries ``ivr_path``, ``ivr_sample_rate`` and ``ivr_grammar`` attributes."""
+    key = _checked(Path(path), "model")
+    with _models_lock:
+        model = _models.get(key)
+        if model is not None:
+            return model
+        import vosk
+
+        vosk.SetLogLevel(-1)
+        try:
+            model = vosk.Model(str(key))
+        except Exception as exc:  # vosk raises a bare Exception("Failed to create a model")
+            raise IvrError(
+                f"Vosk could not load the model at {key} ({exc})",
+                "the files may be damaged: remove the directory and run `ivr model download` again",
+            ) from None
+        model.ivr_path = key
+        model.ivr_sample_rate = model_sample_rate(key)
+        model.ivr_grammar = supports_grammar(key)
+        _models[key] = model
+        return model
+
+
+# --------------------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float  # seconds from the start of the utterance stream (since the last reset)
+    end: float
+    conf: float  # 0..1
+
+
+@dataclass(frozen=True)
+class AsrEvent:
+    kind: Literal["partial", "final"]
+    text: str
+    words: list[Word] = field(default_factory=list)
+    confidence: float = 0.0  # final: mean word confidence; partial: 0.0 (not yet known)
+
+
+def _words(items: list[dict] | None) -> list[Word]:
+    out = []
+    for w in items or []:
+        out.append(
+            Word(
+                word=_nfc(str(w.get("word", ""))),
+                start=float(w.get("start", 0.0)),
+                end=float(w.get("end", 0.0)),
+                conf=min(1.0, max(0.0, float(w.get("conf", 0.0)))),
+            )
+        )
+    return out
+
+
+def _final(raw: str) -> AsrEvent:
+    data = json.loads(raw)
+    words = _words(data.get("result"))
+    confidence = sum(w.conf for w in words) / len(words) if words else 0.0
+    return AsrEvent("final", _nfc(data.get("text", "")).strip(), words, confidence)
+
+
+# --------------------------------------------------------------------------------------------- recogniser
+
+
+class Recognizer:
+    """One call's recogniser. ``feed`` mono int16 frames at ``input_rate``; get partial/final events.
+
+    ``phrases``: restrict recognition to these words/phrases (keypad-menu words, say), when the model
+    supports a grammar (``grammar_active``); otherwise they are ignored and ``grammar_note`` says why.
+    ``endpoint``: {mode, t_start_max, t_end, t_max}, applied only when vosk has the endpointer API.
+    """
+
+    def __init__(self, model, input_rate: int, *, phrases: list[str] | None = None,
+                 endpoint: dict | None = None):
+        if not isinstance(input_rate, int) or input_rate < 1000:
+            raise IvrError(f"input sample rate {input_rate!r} is not a usable rate",
+                           "give the channel's real rate in Hz, e.g. 8000 or 16000")
+        self.model = model
+        self.input_rate = input_rate
+        self.model_rate = int(getattr(model, "ivr_sample_rate", 16000))
+        self.phrases = [_nfc(p).strip() for p in phrases] if phrases else None
+        self.endpoint = endpoint
+        self.grammar_active = False
+        self.grammar_note = ""
+        self.missing_words: list[str] = []
+        self.endpointer_applied = False
+        self._lock = threading.Lock()
+        self._last_partial = ""
+        self._new_recognizer()
+
+    # -- set-up
+
+    def _new_recognizer(self) -> None:
+        import vosk
+
+        if self.phrases:
+            grammar_ok = bool(getattr(self.model, "ivr_grammar", True))
+            if grammar_ok:
+                grammar = list(dict.fromkeys(self.phrases))
+                if "[unk]" not in grammar:
+                    grammar.append("[unk]")
+                self.missing_words = self._oov(grammar)
+                if self.missing_words:
+                    # Vosk would drop them with a warning on stderr; drop them here and say so once.
+                    grammar = [g for g in grammar if not any(w in self.missing_words for w in g.split())]
+                    self.grammar_note = ("words not in the model's vocabulary (never recognised): "
+                                         + ", ".join(self.missing_words))
+                    log.warning("phrase list: %s", self.grammar_note)
+                if any(g != "[unk]" for g in grammar):
+                    self._rec = vosk.KaldiRecognizer(self.model, float(self.model_rate),
+                                                     json.dumps(grammar, ensure_ascii=False))
+                    self.grammar_active = True
+                else:
+                    self._rec = vosk.KaldiRecognizer(self.model, float(self.model_rate))
+                    self.grammar_note = ("no phrase of the list is in this model's vocabulary; "
+                                         "recognising free speech instead")
+                    log.warning("phrase list: %s", self.grammar_note)
+            else:
+                self._rec = vosk.KaldiRecognizer(self.model, float(self.model_rate))
+                self.grammar_note = ("this model has a static graph (graph/HCLG.fst) and ignores phrase lists; "
+                                     "recognising free speech instead")
+                log.warning("phrase list: %s", self.grammar_note)
+        else:
+            self._rec = vosk.KaldiRecognizer(self.model, float(self.model_rate))
+        self._rec.SetWords(True)
+        self._rec.SetPartialWords(True)
+        self._apply_endpoint()
+        self._resampler = self._new_resampler()
+        self._last_partial = ""
+
+    def _oov(self, grammar: list[str]) -> list[str]:
+        find = getattr(self.model, "vosk_model_find_word", None)
+        if find is None:
+            return []
+        missing = []
+        for phrase in grammar:
+            missing.extend(w for w in phrase.split() if find(w) < 0 and w not in missing)
+        return missing
+
+    def _apply_endpoint(self) -> None:
+        ep = self.endpoint if self.endpoint is not None else (settings().get("endpoint") or {})
+        if not ep:
+            return
+        set_mode = getattr(self._rec, "SetEndpointerMode", None)
+        set_delays = getattr(self._rec, "SetEndpointerDelays", None)
+        if set_mode is None or set_delays is None:
+            self.endpointer_applied = False  # vosk 0.3.45: the model's conf/model.conf rules apply
+            return
+        import vosk
+
+        modes = getattr(vosk, "EndpointerMode", None)
+        mode = str(ep.get("mode", "default")).upper()
+        if modes is not None and hasattr(modes, mode):
+            set_mode(getattr(modes, mode))
+        set_delays(float(ep.get("t_start_max", 5.0)), float(ep.get("t_end", 0.5)), float(ep.get("t_max", 15.0)))
+        self.endpointer_applied = True
+
+    def _new_resampler(self):
+        if self.input_rate == self.model_rate:
+            return None
+        import soxr
+
+        return soxr.ResampleStream(self.input_rate, self.model_rate, 1, dtype="int16", quality="HQ")
+
+    # -- streaming
+
+    @staticmethod
+    def _as_int16(samples):
+        import numpy as np
+
+        if isinstance(samples, bytes | bytearray | memoryview):
+            return np.frombuffer(samples, dtype="<i2")
+        arr = np.asarray(samples)
+        if arr.ndim != 1:
+            if arr.ndim == 2 and 1 in arr.shape:
+                arr = arr.reshape(-1)
+            else:
+                raise IvrError(f"audio frame has shape {arr.shape}; the recogniser takes mono frames",
+                               "mix down to one channel at the channel edge")
+        if arr.dtype == np.int16:
+            return arr
+        if np.issubdtype(arr.dtype, np.floating):
+            return (np.clip(arr, -1.0, 1.0) * 32767.0).astype(np.int16)
+        raise IvrError(f"audio frame has sample type {arr.dtype}; the recogniser takes 16-bit PCM",
+                       "convert to int16 at the channel edge")
+
+    def _accept(self, pcm) -> bool:
+        if self._resampler is not None:
+            pcm = self._resampler.resample_chunk(pcm)
+        if len(pcm) == 0:
+            return False
+        return bool(self._rec.AcceptWaveform(pcm.tobytes()))
+
+    def feed(self, samples) -> AsrEvent | None:
+        """Feed one frame (int16 array or little-endian bytes). Returns a final event when an utterance
+        ended with words in it, a partial event when the partial text changed, else None."""
+        pcm = self._as_int16(samples)
+        with self._lock:
+            if self._accept(pcm):
+                self._last_partial = ""
+                event = _final(self._rec.Result())
+                return event if event.text else None
+            data = json.loads(self._rec.PartialResult())
+            text = _nfc(data.get("partial", "")).strip()
+            if not text or text == self._last_partial:
+                return None
+            self._last_partial = text
+            return AsrEvent("partial", text, _words(data.get("partial_result")), 0.0)
+
+    def finish(self) -> AsrEvent:
+        """Flush the resampler and return the final result of whatever remains (text may be empty).
+        The recogniser is then ready for a new utterance stream."""
+        import numpy as np
+
+        with self._lock:
+            if self._resampler is not None:
+                tail = self._resampler.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
+                if len(tail):
+                    self._rec.AcceptWaveform(tail.tobytes())
+                self._resampler = self._new_resampler()
+            self._last_partial = ""
+            return _final(self._rec.FinalResult())
+
+    def reset(self) -> None:
+        """Drop everything heard so far (barge-in, a new prompt): a fresh recogniser, same settings."""
+        with self._lock:
+            self._new_recognizer()
+
+    async def afeed(self, samples, executor=None) -> AsrEvent | None:
+        """``feed`` off the event loop (in ``executor``, default the loop's thread pool)."""
+        return await asyncio.get_running_loop().run_in_executor(executor, self.feed, samples)
+
+    async def afinish(self, executor=None) -> AsrEvent:
+        return await asyncio.get_running_loop().run_in_executor(executor, self.finish)
+
+
+def menu_phrases() -> list[str]:
+    """The keypad-menu words from config/asr.yaml (NFC)."""
+    return [_nfc(str(p)) for p in (settings().get("menu_phrases") or [])]
+
+
+def endpoint_settings() -> dict:
+    return dict(settings().get("endpoint") or {})

@@ -1,0 +1,690 @@
+"""SIP user agent server over UDP (RFC 3261) with one RTP stream per call.
+
+What it does, per method:
+- INVITE (new): 100 Trying, 180 Ringing, then after ``ring`` seconds 200 OK with the SDP answer; the 200 is
+  retransmitted from T1 doubling up to T2 until the ACK; no ACK within 64*T1 (timer H) -> BYE and clean-up.
+  488 when no common codec or an unusable offer, 486 when the call limit is reached, 503 while shutting down.
+- INVITE (re-INVITE in a dialog): 200 OK with the current session SDP (the remote RTP address is updated).
+- ACK: confirms the call; the session starts (greeting) and media flows.
+- BYE: 200 OK, the session is told the caller hung up. The IVR's own BYE carries the dialog's tags, next
+  CSeq and Route set and is retransmitted until a final response.
+- CANCEL before the answer: 200 for the CANCEL and 487 for the INVITE.
+- OPTIONS: 200 with Allow/Accept/Supported. INFO with application/dtmf-relay: a key. NOTIFY: REFER progress.
+- Operator transfer: REFER (RFC 3515) with Refer-To: the operator URI; 202 then a NOTIFY whose sipfrag says
+  2xx -> BYE; a refusal, a failure or no operator configured -> ``session.transfer_failed``.
+- Anything else: 501. A datagram that does not parse is answered 400 when its request line and Via could be
+  read, otherwise dropped. Responses go where the top Via says (received/rport, RFC 3581).
+- Requests from addresses outside the allow list are dropped without an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ivr.phone import rtp
+from ivr.phone.serve import AllowList, CallLimiter, SessionFactory, SessionWorker
+from ivr.phone.sip import sdp
+from ivr.phone.sip.dialog import T1, T2, Dialog, new_tag, response_address, stamp_via
+from ivr.phone.sip.message import SipMessage, SipParseError, make_response, parse, parse_via
+
+log = logging.getLogger("ivr.phone.sip")
+
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY"
+USER_AGENT = "ivr-smartca"
+
+
+@dataclass
+class SipSettings:
+    host: str = "127.0.0.1"
+    port: int = 5060
+    rtp_ports: tuple[int, int] = (20000, 20999)
+    ring: float = 0.3  # seconds between 180 Ringing and 200 OK
+    operator_uri: str | None = None
+    t1: float = T1
+    t2: float = T2
+    transfer_timeout: float = 30.0
+    media_timeout: float = 60.0  # no RTP at all from the caller for this long -> BYE
+    public_ip: str | None = None  # address put in SDP/Contact (default: the bound address)
+
+
+class ClientTransaction:
+    """A non-INVITE request we sent (BYE, REFER): retransmitted T1, 2T1 ... T2 until a final response."""
+
+    def __init__(self, server: SipServer, msg: SipMessage, dest: tuple[str, int], on_final):
+        self.server = server
+        self.msg = msg
+        self.data = msg.to_bytes()
+        self.dest = dest
+        self.on_final = on_final
+        self.branch = parse_via(msg.get("Via") or "").branch
+        self.interval = server.settings.t1
+        self.deadline = time.monotonic() + 64 * server.settings.t1
+        self.done = False
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self.server.client_txns[self.branch] = self
+        self.server.send(self.data, self.dest)
+        self._arm()
+
+    def _arm(self) -> None:
+        self._handle = self.server.loop.call_later(self.interval, self._retransmit)
+
+    def _retransmit(self) -> None:
+        if self.done:
+            return
+        if time.monotonic() >= self.deadline:  # timer F
+            self.finish(None)
+            return
+        self.server.send(self.data, self.dest)
+        self.interval = min(self.interval * 2, self.server.settings.t2)
+        self._arm()
+
+    def response(self, resp: SipMessage) -> None:
+        if resp.status and resp.status >= 200:
+            self.finish(resp)
+        elif self._handle:  # provisional: keep retransmitting at T2 (RFC 3261 17.1.2.2)
+            self.interval = self.server.settings.t2
+
+    def finish(self, resp: SipMessage | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self._handle:
+            self._handle.cancel()
+        self.server.client_txns.pop(self.branch, None)
+        try:
+            self.on_final(resp)
+        except Exception:
+            log.exception("handling the final response to %s", self.msg.method)
+
+
+class RtpEndpoint(asyncio.DatagramProtocol):
+    """The call's RTP socket: receives audio and RFC 4733 events, sends a packet at every clock tick."""
+
+    def __init__(self, call: SipCall):
+        self.call = call
+        self.transport: asyncio.DatagramTransport | None = None
+        self.events = rtp.TelephoneEvents()
+        self.sender: rtp.RtpSender | None = None
+        self.remote: tuple[str, int] | None = None
+        self.latch = False  # True: take the source of the first packet as the remote address
+        self.silence = b""
+        self.received = 0
+        self.ignored = 0
+        self.last_rx = time.monotonic()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def configure(self, neg: sdp.Negotiated) -> None:
+        if self.sender is None or self.sender.payload_type != neg.payload_type:
+            self.sender = rtp.RtpSender(neg.payload_type)
+        self.silence = rtp.encode(np.zeros(rtp.FRAME_SAMPLES, dtype=np.int16), neg.codec)
+        if neg.remote_routable:
+            self.remote = (neg.remote_address, neg.remote_port)
+            self.latch = False
+        else:
+            self.remote = None
+            self.latch = True
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        addr = (addr[0], addr[1])
+        if self.latch and self.remote is None:
+            if not self.call.server.allow.allows(addr[0]):
+                self.ignored += 1
+                return
+            self.remote = addr
+        if addr != self.remote:
+            self.ignored += 1
+            return
+        try:
+            packet = rtp.RtpPacket.parse(data)
+        except rtp.RtpError:
+            self.ignored += 1
+            return
+        self.received += 1
+        self.last_rx = time.monotonic()
+        call = self.call
+        neg = call.negotiated
+        worker = call.worker
+        if worker is None or neg is None or not worker.started:
+            return
+        if neg.event_pt is not None and packet.payload_type == neg.event_pt:
+            key = self.events.feed(packet)
+            if key:
+                worker.digit(key)
+        elif packet.payload_type == neg.payload_type:
+            worker.feed(packet.payload)
+
+    def tick(self, now: float, skipped: int) -> None:
+        call = self.call
+        worker = call.worker
+        if worker is None or self.sender is None or self.transport is None:
+            return
+        if skipped:
+            self.sender.skip(skipped * rtp.FRAME_SAMPLES)
+        frame = worker.pull()
+        payload, speech = frame if frame else (self.silence, False)
+        if self.remote is not None and call.negotiated and call.negotiated.direction in ("sendrecv", "sendonly"):
+            self.transport.sendto(self.sender.packet(payload, rtp.FRAME_SAMPLES, speech), self.remote)
+        call.after_tick(now)
+
+    def close(self) -> None:
+        if self.transport:
+            self.transport.close()
+
+
+class SipCall:
+    def __init__(self, server: SipServer, invite: SipMessage, source: tuple[str, int]):
+        self.server = server
+        self.invite = invite
+        self.source = source
+        self.call_id = invite.call_id
+        self.branch = parse_via(invite.get("Via") or "").branch
+        self.local_tag = new_tag()
+        self.dialog = Dialog.from_invite(invite, self.local_tag)
+        self.state = "ringing"  # ringing -> answered -> confirmed -> ending -> ended
+        self.last_response: bytes | None = None
+        self.negotiated: sdp.Negotiated | None = None
+        self.answer_sdp = b""
+        self.session_id = random.randrange(1, 2**31)
+        self.rtp: RtpEndpoint | None = None
+        self.rtp_port = 0
+        self.worker: SessionWorker | None = None
+        self.clock_token: int | None = None
+        self._timers: list[asyncio.TimerHandle] = []
+        self._retx_interval = server.settings.t1
+        self.transfer_state: str | None = None  # None | "pending" | "accepted" | "done"
+        self.transfer_deadline = 0.0
+        self.end_reason = ""
+        self.hangup_sent = False
+
+    # -- responses ---------------------------------------------------------------------------------
+    def respond(self, status: int, body: bytes = b"", headers=None, *, store: bool = True) -> None:
+        hdrs = [("Server", USER_AGENT)]
+        if status > 100 and status < 300:
+            hdrs.append(("Contact", self.server.contact))
+        if status == 200:
+            hdrs += [("Allow", ALLOW), ("Supported", "replaces"), ("Content-Type", "application/sdp")]
+        hdrs += headers or []
+        resp = make_response(self.invite, status, to_tag=self.local_tag, headers=hdrs, body=body)
+        data = resp.to_bytes()
+        if store:
+            self.last_response = data
+        self.server.send(data, response_address(self.invite, self.source))
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def later(self, delay: float, fn, *args) -> None:
+        self._timers.append(self.server.loop.call_later(delay, fn, *args))
+
+    def answer(self) -> None:
+        if self.state != "ringing":
+            return
+        self.state = "answered"
+        self.respond(200, self.answer_sdp)
+        self._retx_interval = self.server.settings.t1
+        self.later(self._retx_interval, self._retransmit_200)
+        self.later(64 * self.server.settings.t1, self._timer_h)
+
+    def _retransmit_200(self) -> None:
+        if self.state != "answered" or not self.last_response:
+            return
+        self.server.send(self.last_response, response_address(self.invite, self.source))
+        self._retx_interval = min(self._retx_interval * 2, self.server.settings.t2)
+        self.later(self._retx_interval, self._retransmit_200)
+
+    def _timer_h(self) -> None:
+        if self.state == "answered":
+            log.info("call %s: no ACK for the 200 OK (timer H), hanging up", self.call_id)
+            self.state = "confirmed"
+            self.hang_up("no ACK")
+
+    def confirmed(self) -> None:
+        if self.state != "answered":
+            return
+        self.state = "confirmed"
+        if self.worker:
+            self.worker.start()
+        if self.rtp:
+            self.rtp.last_rx = time.monotonic()
+        self.clock_token = self.server.clock.subscribe(self.rtp.tick) if self.rtp else None
+
+    def after_tick(self, now: float) -> None:
+        """Checks done at every media tick: the IVR hung up, a transfer request, silence from the caller."""
+        worker = self.worker
+        if self.state != "confirmed" or worker is None:
+            return
+        if worker.drained:
+            self.hang_up(worker.failed or "ivr hung up")
+        elif worker.transfer_to and self.transfer_state is None:
+            self.start_transfer(worker.transfer_to)
+        elif self.transfer_state in ("pending", "accepted") and now > self.transfer_deadline:
+            self.transfer_result(False, "no transfer result in time")
+        elif (self.rtp and self.negotiated and self.negotiated.direction in ("sendrecv", "recvonly")
+              and now - self.rtp.last_rx > self.server.settings.media_timeout):
+            self.hang_up("no media from the caller")  # (a caller on hold sends none: not counted)
+
+    def hang_up(self, reason: str) -> None:
+        """The IVR ends the call: BYE (retransmitted until answered) and clean-up."""
+        if self.state in ("ending", "ended"):
+            return
+        self.end_reason = reason
+        if self.state in ("confirmed", "answered"):
+            bye = self.dialog.request("BYE", self.server.via_host, self.server.port, self.server.contact,
+                                      [("User-Agent", USER_AGENT), ("Reason", f'SIP;cause=200;text="{reason}"')])
+            self.hangup_sent = True
+            ClientTransaction(self.server, bye, self.dialog.destination(self.source), lambda r: None).start()
+        self.cleanup(caller_hung_up=False)
+
+    def cleanup(self, caller_hung_up: bool) -> None:
+        if self.state == "ended":
+            return
+        if self.rtp and self.rtp.sender:
+            log.info("call %s ended (%s): %d RTP packets sent, %d frames not ready in time, %d received, %d ignored",
+                     self.call_id, self.end_reason or self.state, self.rtp.sender.sent,
+                     self.worker.underruns if self.worker else 0, self.rtp.received, self.rtp.ignored)
+        self.state = "ended"
+        for handle in self._timers:
+            handle.cancel()
+        if self.clock_token is not None:
+            self.server.clock.unsubscribe(self.clock_token)
+        if self.rtp:
+            self.rtp.close()
+            self.server.release_port(self.rtp_port)
+        if self.worker:
+            if not self.worker.started:
+                self.worker.stop()
+            else:  # tells the session unless it hung up itself
+                self.worker.hangup()
+        self.server.forget(self)
+
+    # -- transfer ----------------------------------------------------------------------------------
+    def start_transfer(self, target: str) -> None:
+        uri = self.server.settings.operator_uri
+        if not uri:
+            log.info("call %s: transfer asked but no operator URI configured", self.call_id)
+            self.transfer_state = None
+            self.worker.transfer_failed("no operator URI configured (--operator-uri)")
+            return
+        self.transfer_state = "pending"
+        self.transfer_deadline = time.monotonic() + self.server.settings.transfer_timeout
+        refer = self.dialog.request("REFER", self.server.via_host, self.server.port, self.server.contact,
+                                    [("Refer-To", f"<{uri}>"), ("Referred-By", f"<{self.dialog.local_uri}>"),
+                                     ("User-Agent", USER_AGENT)])
+
+        def on_final(resp: SipMessage | None) -> None:
+            if self.state != "confirmed" or self.transfer_state != "pending":
+                return
+            if resp is not None and 200 <= (resp.status or 0) < 300:
+                self.transfer_state = "accepted"
+            else:
+                self.transfer_result(False, f"REFER answered {resp.status if resp else 'never'}")
+
+        ClientTransaction(self.server, refer, self.dialog.destination(self.source), on_final).start()
+
+    def transfer_result(self, ok: bool, why: str) -> None:
+        if self.transfer_state not in ("pending", "accepted"):
+            return
+        log.info("call %s: transfer %s (%s)", self.call_id, "done" if ok else "failed", why)
+        if ok:
+            self.transfer_state = "done"
+            self.hang_up("transferred")
+        else:
+            self.transfer_state = None
+            if self.worker:
+                self.worker.transfer_failed(why)
+
+
+class SipServer(asyncio.DatagramProtocol):
+    def __init__(self, settings: SipSettings, factory: SessionFactory, limiter: CallLimiter,
+                 allow: AllowList, clock: rtp.MediaClock):
+        self.settings = settings
+        self.factory = factory
+        self.limiter = limiter
+        self.allow = allow
+        self.clock = clock
+        self.loop = asyncio.get_event_loop()
+        self.transport: asyncio.DatagramTransport | None = None
+        self.calls: dict[str, SipCall] = {}
+        self.client_txns: dict[str, ClientTransaction] = {}
+        self.used_ports: set[int] = set()
+        self.port = settings.port
+        self.via_host = settings.public_ip or settings.host
+        self.stats = {"received": 0, "dropped": 0, "bad": 0, "calls": 0}
+
+    @property
+    def contact(self) -> str:
+        return f"<sip:ivr@{self._host_for_uri()}:{self.port}>"
+
+    def _host_for_uri(self) -> str:
+        host = self.via_host
+        return f"[{host}]" if ":" in host else host
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
+        transport, _ = await self.loop.create_datagram_endpoint(
+            lambda: self, local_addr=(self.settings.host, self.settings.port), family=family)
+        self.transport = transport
+        self.port = transport.get_extra_info("sockname")[1]
+        if self.via_host in ("0.0.0.0", "::"):
+            self.via_host = _default_ip()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def send(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.transport and not self.transport.is_closing():
+            self.transport.sendto(data, addr)
+
+    def close(self) -> None:
+        if self.transport:
+            self.transport.close()
+
+    # -- dispatch ----------------------------------------------------------------------------------
+    def datagram_received(self, data: bytes, addr) -> None:
+        source = (addr[0], addr[1])
+        self.stats["received"] += 1
+        if not self.allow.allows(source[0]):
+            self.stats["dropped"] += 1
+            return
+        if not data.strip():
+            return  # keep-alive (RFC 5626 CRLF)
+        try:
+            try:
+                msg = parse(data)
+            except SipParseError as exc:
+                self.stats["bad"] += 1
+                self._bad_request(exc, source)
+                return
+            if msg.is_request:
+                stamp_via(msg, source)
+                self.handle_request(msg, source)
+            else:
+                self.handle_response(msg)
+        except Exception:
+            log.exception("request from %s could not be handled", source)
+            self.stats["bad"] += 1
+
+    def _bad_request(self, exc: SipParseError, source: tuple[str, int]) -> None:
+        msg = exc.partial
+        log.info("bad SIP message from %s: %s", source, exc.reason)
+        if msg is None or not msg.is_request or msg.method == "ACK" or not msg.get("Via"):
+            return
+        try:
+            stamp_via(msg, source)
+        except ValueError:
+            return
+        reason = "Bad Request"
+        safe = "".join(c for c in exc.reason if 32 <= ord(c) < 127 and c != '"')[:100]
+        resp = make_response(msg, 400, reason, to_tag=new_tag(),
+                             headers=[("Server", USER_AGENT), ("Warning", f'399 ivr "{safe}"')])
+        self.send(resp.to_bytes(), response_address(msg, source))
+
+    def reply(self, req: SipMessage, source, status: int, headers=None, body: bytes = b"",
+              to_tag: str | None = None) -> None:
+        hdrs = [("Server", USER_AGENT)] + (headers or [])
+        resp = make_response(req, status, to_tag=to_tag or new_tag(), headers=hdrs, body=body)
+        self.send(resp.to_bytes(), response_address(req, source))
+
+    def handle_request(self, msg: SipMessage, source: tuple[str, int]) -> None:
+        method = msg.method
+        call = self.calls.get(msg.call_id)
+        if method == "INVITE":
+            self.on_invite(msg, source, call)
+        elif method == "ACK":
+            if call and call.state == "answered" and msg.cseq[0] == call.dialog.remote_cseq:
+                call.confirmed()
+            elif call and call.state == "rejected":
+                call.cleanup(caller_hung_up=True)
+        elif method == "BYE":
+            if call is None or call.state in ("ringing",):
+                self.reply(msg, source, 481)
+                return
+            self.reply(msg, source, 200, to_tag=call.local_tag)
+            call.end_reason = "caller hung up"
+            call.cleanup(caller_hung_up=True)
+        elif method == "CANCEL":
+            self.on_cancel(msg, source, call)
+        elif method == "OPTIONS":
+            self.reply(msg, source, 200, [("Allow", ALLOW), ("Accept", "application/sdp"),
+                                          ("Supported", "replaces"), ("Accept-Language", "vi")],
+                       to_tag=call.local_tag if call else None)
+        elif method == "INFO":
+            self.on_info(msg, source, call)
+        elif method == "NOTIFY":
+            self.on_notify(msg, source, call)
+        else:
+            self.reply(msg, source, 501, [("Allow", ALLOW)])
+
+    def on_invite(self, msg: SipMessage, source, call: SipCall | None) -> None:
+        to_tag = _tag(msg.get("To"))
+        if call is not None and call.branch == parse_via(msg.get("Via") or "").branch:
+            if call.last_response:  # retransmission
+                self.send(call.last_response, response_address(msg, source))
+            return
+        if to_tag:
+            self.on_reinvite(msg, source, call)
+            return
+        if call is not None:
+            self.reply(msg, source, 482)
+            return
+        refusal = self.limiter.try_acquire()
+        if refusal == "draining":
+            self.reply(msg, source, 503, [("Retry-After", "60")])
+            return
+        if refusal == "busy":
+            self.reply(msg, source, 486)
+            return
+        acquired = True
+        try:
+            if msg.get("Require"):
+                self.reply(msg, source, 420, [("Unsupported", msg.get("Require") or "")])
+                return
+            ctype = (msg.get("Content-Type") or "").split(";")[0].strip().lower()
+            if not msg.body or ctype != "application/sdp":
+                self.reply(msg, source, 488, [("Warning", '399 ivr "an SDP offer is required in the INVITE"')])
+                return
+            try:
+                neg = sdp.negotiate(sdp.parse_offer(msg.body))
+            except sdp.SdpError as exc:
+                safe = str(exc).replace('"', "'")[:100]
+                self.reply(msg, source, 488, [("Warning", f'304 ivr "{safe}"')])
+                return
+            call = SipCall(self, msg, source)
+            call.negotiated = neg
+            self.calls[call.call_id] = call
+            acquired = False  # the call owns the slot now; forget() releases it
+            self.stats["calls"] += 1
+            call.respond(100, store=False)
+            self.loop.create_task(self._setup(call))
+        finally:
+            if acquired:
+                self.limiter.release()
+
+    async def _setup(self, call: SipCall) -> None:
+        try:
+            port, endpoint = await self.open_rtp(call)
+        except OSError:
+            log.warning("call %s: no free RTP port in %s", call.call_id, self.settings.rtp_ports)
+            call.respond(503, headers=[("Retry-After", "5")])
+            call.state = "rejected"
+            call.later(64 * self.settings.t1, call.cleanup, True)
+            return
+        if call.state != "ringing":  # cancelled meanwhile
+            endpoint.close()
+            self.release_port(port)
+            return
+        call.rtp, call.rtp_port = endpoint, port
+        endpoint.configure(call.negotiated)
+        call.answer_sdp = sdp.build_answer(call.negotiated, self.via_host, port, call.session_id)
+        codec = call.negotiated.codec
+        call.worker = SessionWorker(self.factory, call.call_id, "sip",
+                                    lambda pcm: rtp.encode(pcm, codec), lambda data: rtp.decode(data, codec))
+        call.respond(180)
+        call.later(self.settings.ring, call.answer)
+
+    async def open_rtp(self, call: SipCall) -> tuple[int, RtpEndpoint]:
+        low, high = self.settings.rtp_ports
+        ports = list(range(low + (low % 2), high + 1, 2))
+        start = random.randrange(len(ports)) if ports else 0
+        for i in range(len(ports)):
+            port = ports[(start + i) % len(ports)]
+            if port in self.used_ports:
+                continue
+            try:
+                family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
+                transport, endpoint = await self.loop.create_datagram_endpoint(
+                    lambda: RtpEndpoint(call), local_addr=(self.settings.host, port), family=family)
+            except OSError:
+                continue
+            self.used_ports.add(port)
+            return port, endpoint
+        raise OSError("no free RTP port")
+
+    def release_port(self, port: int) -> None:
+        self.used_ports.discard(port)
+
+    def forget(self, call: SipCall) -> None:
+        if self.calls.get(call.call_id) is call:
+            del self.calls[call.call_id]
+            self.limiter.release()
+
+    def on_reinvite(self, msg: SipMessage, source, call: SipCall | None) -> None:
+        if call is None or call.state not in ("confirmed", "answered") or _tag(msg.get("To")) != call.local_tag:
+            self.reply(msg, source, 481)
+            return
+        if msg.cseq[0] <= call.dialog.remote_cseq:
+            self.reply(msg, source, 500, [("Retry-After", "1")])
+            return
+        call.dialog.remote_cseq = msg.cseq[0]
+        if msg.body:
+            try:
+                neg = sdp.negotiate(sdp.parse_offer(msg.body))
+            except sdp.SdpError as exc:
+                safe = str(exc).replace('"', "'")[:100]
+                self.reply(msg, source, 488, [("Warning", f'304 ivr "{safe}"')], to_tag=call.local_tag)
+                return
+            if neg.codec == call.negotiated.codec:
+                call.negotiated.remote_address = neg.remote_address
+                call.negotiated.remote_port = neg.remote_port
+                call.negotiated.direction = neg.direction
+                if call.rtp:
+                    call.rtp.configure(call.negotiated)
+                    call.rtp.last_rx = time.monotonic()  # e.g. back from hold: the media timer starts again
+        hdrs = [("Server", USER_AGENT), ("Contact", self.contact), ("Allow", ALLOW),
+                ("Content-Type", "application/sdp")]
+        resp = make_response(msg, 200, to_tag=call.local_tag, headers=hdrs, body=call.answer_sdp)
+        self.send(resp.to_bytes(), response_address(msg, source))
+
+    def on_cancel(self, msg: SipMessage, source, call: SipCall | None) -> None:
+        branch = parse_via(msg.get("Via") or "").branch
+        if call is None or call.branch != branch:
+            self.reply(msg, source, 481)
+            return
+        self.reply(msg, source, 200, to_tag=call.local_tag)
+        if call.state == "ringing":
+            call.respond(487)
+            call.state = "rejected"
+            call.end_reason = "cancelled"
+            if call.rtp:
+                call.rtp.close()
+                self.release_port(call.rtp_port)
+                call.rtp = None
+            if call.worker:
+                call.worker.stop()
+            # the 487 is retransmitted on INVITE retransmissions; the ACK (or timer H) ends the call
+            call.later(64 * self.settings.t1, call.cleanup, False)
+
+    def on_info(self, msg: SipMessage, source, call: SipCall | None) -> None:
+        if call is None or call.state not in ("confirmed", "answered"):
+            self.reply(msg, source, 481)
+            return
+        self.reply(msg, source, 200, to_tag=call.local_tag)
+        ctype = (msg.get("Content-Type") or "").lower()
+        if "dtmf-relay" in ctype and call.worker and call.worker.started:
+            for line in msg.body.decode("utf-8", "replace").splitlines():
+                key, _, value = line.partition("=")
+                value = value.strip().upper()
+                if key.strip().lower() == "signal" and len(value) == 1 and value in rtp.EVENT_KEYS:
+                    call.worker.digit(value)
+        elif ctype.startswith("application/dtmf") and call.worker and call.worker.started:
+            value = msg.body.decode("utf-8", "replace").strip().upper()
+            if len(value) == 1 and value in rtp.EVENT_KEYS:
+                call.worker.digit(value)
+
+    def on_notify(self, msg: SipMessage, source, call: SipCall | None) -> None:
+        if call is None:
+            self.reply(msg, source, 481)
+            return
+        self.reply(msg, source, 200, to_tag=call.local_tag)
+        if not (msg.get("Event") or "").lower().startswith("refer"):
+            return
+        frag = msg.body.decode("utf-8", "replace").strip().split("\r\n")[0].split("\n")[0]
+        parts = frag.split()
+        status = int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else 0
+        if status >= 300:
+            call.transfer_result(False, f"operator leg answered {status}")
+        elif 200 <= status < 300:
+            call.transfer_result(True, frag)
+        elif "terminated" in (msg.get("Subscription-State") or "").lower():
+            call.transfer_result(False, "subscription terminated without a final status")
+
+    def handle_response(self, msg: SipMessage) -> None:
+        try:
+            branch = parse_via(msg.get("Via") or "").branch
+        except ValueError:
+            return
+        txn = self.client_txns.get(branch)
+        if txn:
+            txn.response(msg)
+
+    # -- shutdown ----------------------------------------------------------------------------------
+    def active_calls(self) -> list[SipCall]:
+        return [c for c in self.calls.values() if c.state in ("ringing", "answered", "confirmed")]
+
+    def hang_up_all(self, reason: str) -> None:
+        for call in list(self.calls.values()):
+            if call.state == "ringing":
+                call.respond(503)
+                call.state = "rejected"
+                call.cleanup(caller_hung_up=False)
+            elif call.state == "confirmed":
+                call.hang_up(reason)
+            elif call.state == "answered":  # no ACK yet: no BYE before it (RFC 3261 15), timer H ends it
+                call.cleanup(caller_hung_up=False)
+            elif call.state == "rejected":
+                call.cleanup(caller_hung_up=False)
+
+    def pending_requests(self) -> int:
+        return len(self.client_txns)
+
+
+def _tag(value: str | None) -> str | None:
+    if not value:
+        return None
+    for part in value.split(";")[1:]:
+        key, _, val = part.partition("=")
+        if key.strip().lower() == "tag":
+            return val.strip()
+    return None
+
+
+def _default_ip() -> str:
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))
+        return probe.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+    finally:
+        probe.close()
+
