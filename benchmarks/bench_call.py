@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from ivr.channels.session import CallSession, Resources  # noqa: E402
 from ivr.cli.call import simulate_call  # noqa: E402
-from ivr.core.dialogue import SpeechFinal  # noqa: E402
+from ivr.core.events import SpeechFinal  # noqa: E402
 from ivr.media.audio import read_audio  # noqa: E402
 from ivr.media.dtmf import generate  # noqa: E402
 
@@ -39,7 +39,7 @@ def first_sound(s: CallSession, pcm: np.ndarray, k: int, w0: float) -> float:
     """Read on (the prompt's leading silence) until a frame with sound; ms since ``w0``."""
     while not np.any(pcm):
         k += 1
-        pcm = s.read_audio(FRAME, k * FRAME / RATE)
+        pcm = s.ivr_audio(FRAME, k * FRAME / RATE)
     return (time.perf_counter() - w0) * 1000
 
 
@@ -49,7 +49,7 @@ def keypad_turns(res: Resources, n: int) -> list[float]:
     for i in range(n):
         s = CallSession(res, call_id=f"b{i}", sample_rate=RATE)
         s.start(0.0)
-        s.read_audio(FRAME, 0.0)
+        s.ivr_audio(FRAME, 0.0)
         tone = np.concatenate([np.zeros(FRAME * 10, np.int16), generate(paths[i % 4], RATE, 100, 100)])
         k = 0
         for j in range(0, len(tone), FRAME):
@@ -57,7 +57,7 @@ def keypad_turns(res: Resources, n: int) -> list[float]:
             w0 = time.perf_counter()
             s.feed_audio(tone[j:j + FRAME], k * FRAME / RATE)
             k += 1
-            pcm = s.read_audio(FRAME, k * FRAME / RATE)
+            pcm = s.ivr_audio(FRAME, k * FRAME / RATE)
             if len([e for e in s.events if e["type"] == "key"]) > before:
                 out.append(first_sound(s, pcm, k, w0))
                 break
@@ -74,10 +74,10 @@ def text_turns(res: Resources, n: int) -> list[float]:
     for i, text in enumerate(texts):
         s = CallSession(res, call_id=f"t{i}", sample_rate=RATE)
         s.start(0.0)
-        s.read_audio(FRAME, 0.0)
+        s.ivr_audio(FRAME, 0.0)
         w0 = time.perf_counter()
         s._send(SpeechFinal(text, 0.9, t=0.5), 0.5)  # what feed_audio does with a recogniser's final
-        out.append(first_sound(s, s.read_audio(FRAME, 0.52), 26, w0))
+        out.append(first_sound(s, s.ivr_audio(FRAME, 0.52), 26, w0))
     return out
 
 

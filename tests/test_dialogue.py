@@ -9,17 +9,18 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ivr.content.faq import Faq, FaqEntry, Topic, load_faq
 from ivr.content.prompts import load_prompts
-from ivr.core.dialogue import (
+from ivr.core.call import Call as CoreCall
+from ivr.core.dialogue import Dialogue, answer_text
+from ivr.core.events import (
+    CallerHangup,
     CallStarted,
-    Dialogue,
-    DialogueSettings,
     Digit,
     HangUp,
-    Hangup,
     Listen,
     Log,
     Play,
@@ -30,8 +31,8 @@ from ivr.core.dialogue import (
     Timeout,
     Transfer,
     TransferFailed,
-    answer_text,
 )
+from ivr.core.settings import DialogueSettings
 from ivr.errors import IvrError
 from ivr.language.match import Matcher
 
@@ -54,39 +55,54 @@ def prompts():
     return load_prompts()
 
 
+PLAY_RATE = 100  # samples per second of the stand-in voice
+PLAY_S = 2.0  # every play lasts this long
+
+
+class FixedLengthVoice:
+    """FAKE voice: every play is PLAY_S of silence (the dialogue tests are about the flow, not the sound)."""
+
+    def audio(self, text: str) -> np.ndarray:
+        return np.zeros(int(PLAY_S * PLAY_RATE), dtype=np.int16)
+
+
 class Call:
-    """A channel stand-in that keeps the clock and the queue of plays, and sends events to the dialogue."""
+    """The dialogue driven through the real ``ivr.core.call.Call`` in virtual time (plays last PLAY_S)."""
 
     def __init__(self, dialogue: Dialogue):
         self.d = dialogue
+        self.c = CoreCall(dialogue, FixedLengthVoice(), sample_rate=PLAY_RATE)
         self.t = 0.0
-        self.queue: list[Play] = []
-        self.log: list[list] = []
+
+    @property
+    def log(self) -> list[list]:
+        return [actions for _event, actions in self.c.history]
+
+    @property
+    def queue(self) -> list[Play]:
+        return [item.action for item in self.c.playout.items if item.is_play]
 
     def send(self, event) -> list:
-        actions = self.d.handle(event)
-        self.log.append(actions)
-        for a in actions:
-            if isinstance(a, Play):
-                self.queue.append(a)
-            elif isinstance(a, StopPlayback):
-                self.queue.clear()
-        return actions
+        return self.c.send(event)
 
     def at(self, dt: float = 0.5) -> float:
         self.t += dt
         return self.t
 
     def start(self) -> list:
-        return self.send(CallStarted(t=self.t))
+        return self.c.start(self.t)
 
     def finish(self) -> list:
         """Play out everything queued; returns the actions that came back."""
-        out = []
-        while self.queue:
-            play = self.queue.pop(0)
-            out += self.send(PlaybackFinished(play.play_id, t=self.at(2.0)))
-        return out
+        n = len(self.c.history)
+        while self.c.playout.items and not self.c.ended:
+            plays = [item for item in self.c.playout.items if item.is_play]
+            if not plays:
+                break
+            samples = max(1, plays[0].left)
+            self.c.audio(samples, self.t)
+            self.t += samples / PLAY_RATE
+        return [a for actions in self.log[n:] for a in actions]
 
     def key(self, k: str) -> list:
         return self.send(Digit(k, t=self.at()))
@@ -103,7 +119,7 @@ class Call:
     def silence(self) -> list:
         assert self.d.deadline is not None, "the dialogue is not waiting for anything"
         self.t = self.d.deadline
-        return self.send(Timeout(t=self.t))
+        return self.c.tick(self.t)
 
 
 def new_call(faq, matcher, prompts, settings=SETTINGS) -> Call:
@@ -673,7 +689,7 @@ def test_keys_during_a_prompt_that_cannot_be_cut_are_kept(faq, matcher, prompts)
         assert non_log(actions) == [] and logs(actions, "typeahead")
     assert call.send(SpeechFinal("alo", t=call.at())) and call.d.state == "menu"  # speech over it is ignored
     first, second = list(call.queue)
-    call.queue.clear()
+    call.c.playout.clear()
     assert non_log(call.send(PlaybackFinished(first.play_id, t=call.at()))) == []
     actions = call.send(PlaybackFinished(second.play_id, t=call.at()))
     topic1 = next(t for t in faq.topics if t.key == "1")
@@ -729,15 +745,16 @@ def test_hangup_in_the_middle_of_a_prompt_ends_cleanly(faq, matcher, prompts):
     call.start()
     call.finish()
     call.say(faq.by_id(1).question)  # the answer is playing
-    actions = call.send(Hangup(t=call.at()))
+    playing = call.queue[0]
+    actions = call.send(CallerHangup(t=call.at()))
     assert len(actions) == 1 and isinstance(actions[0], Log) and actions[0].kind == "hangup"
     assert actions[0].data["by"] == "caller" and actions[0].data["answers"] == 1
     assert call.d.ended and call.d.deadline is None and not call.d.playing
-    for event in (PlaybackFinished(call.queue[0].play_id, t=call.at()), Digit("1", t=call.at()),
+    for event in (PlaybackFinished(playing.play_id, t=call.at()), Digit("1", t=call.at()),
                   SpeechFinal("alo", t=call.at()), Timeout(t=call.at(100)), TransferFailed(t=call.at()),
                   CallStarted(t=call.at())):
-        assert call.send(event) == []
-    again = call.send(Hangup(t=call.at()))
+        assert call.send(event) == [] and call.d.handle(event) == []
+    again = call.d.handle(CallerHangup(t=call.at()))
     assert [type(a) for a in again] == [Log]
 
 
@@ -787,7 +804,7 @@ def test_prompt_texts_cover_what_the_dialogue_says(faq, matcher, prompts):
 
 
 def test_settings_file_loads():
-    from ivr.core.dialogue import load_settings
+    from ivr.channels.resources import load_settings
 
     s = load_settings()
     assert s.timeout > 0 and s.max_failures >= 1 and s.operator_key == "0"

@@ -47,7 +47,7 @@ class Call:
     def __init__(self, session: CallSession):
         self.s = session
         self.k = 0
-        self.out: list[np.ndarray] = [session.read_audio(FRAME, 0.0)]
+        self.out: list[np.ndarray] = [session.ivr_audio(FRAME, 0.0)]
 
     @property
     def t(self) -> float:
@@ -57,7 +57,7 @@ class Call:
         frame = np.zeros(FRAME, np.int16) if frame is None else frame
         self.s.feed_audio(frame, self.t)
         self.k += 1
-        out = self.s.read_audio(FRAME, self.t)
+        out = self.s.ivr_audio(FRAME, self.t)
         self.out.append(out)
         return out
 
@@ -148,7 +148,7 @@ def test_out_of_band_key_and_answer_then_goodbye_hangs_up_after_the_queue_drains
         n += 1
     assert abs(n * DT - len(goodbye) / RATE) <= 2 * DT
     assert types(c.s)[-1] == "hangup" and c.s.events[-1]["by"] == "ivr"
-    assert not np.any(c.s.read_audio(FRAME, c.t))  # silence after the end
+    assert not np.any(c.s.ivr_audio(FRAME, c.t))  # silence after the end
 
 
 def test_silence_runs_the_no_input_ladder_on_the_dialogue_deadline(res):
@@ -203,7 +203,7 @@ def test_menu_keys_are_not_masked_and_spoken_numbers_are(res, tmp_path):
     c.silence(2.0)
     c.s.feed_digit("4", c.t)
     c.silence(2.0)
-    c.s._event(c.t, "heard", text="số của tôi là không chín một hai ba bốn năm sáu", confidence=0.9)
+    c.s.call.note(c.t, "heard", text="số của tôi là không chín một hai ba bốn năm sáu", confidence=0.9)
     c.s.hangup(c.t)
     text = c.s.log_path.read_text(encoding="utf-8")
     keys = [r for r in map(json.loads, text.splitlines()) if r["type"] == "key"]

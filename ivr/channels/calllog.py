@@ -25,20 +25,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ivr.core.privacy import MASK, MIN_RUN, RUN_GAP, UNMASKED_FIELDS, is_key, mask, mask_keys, mask_text
 from ivr.errors import IvrError
 
-ENV_LOG_DIR = "IVR_LOG_DIR"
-MASK = "•"
-MIN_RUN = 6  # digits in a row that are masked
-RUN_GAP = 1.5  # seconds: keys closer together than this belong to one run
+__all__ = ["MASK", "MIN_RUN", "UNMASKED_FIELDS", "CallLog", "default_log_dir", "mask", "mask_text", "read_log",
+           "report", "report_text", "safe_name"]
 
-_DIGIT_WORDS = ("không", "một", "mốt", "hai", "ba", "bốn", "tư", "năm", "lăm", "sáu", "bảy", "tám", "chín",
-                "linh", "lẻ")
-_TOKEN = r"(?:\d|" + "|".join(_DIGIT_WORDS) + r")"
-_SEP = r"[\s.\-_/,]*"
-_FIGURES_RE = re.compile(r"\d(?:[\s.\-]*\d){" + str(MIN_RUN - 1) + ",}")
-_WORDS_RE = re.compile(r"(?<!\w)" + _TOKEN + "(?:" + _SEP + _TOKEN + "){" + str(MIN_RUN - 1) + r",}(?!\w)",
-                       re.IGNORECASE)
+ENV_LOG_DIR = "IVR_LOG_DIR"
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -50,38 +43,10 @@ def default_log_dir() -> Path:
     return Path(env) if env else paths.home() / "logs"
 
 
-def mask_text(text: str) -> str:
-    """Mask runs of 6 or more digits (figures, or spoken Vietnamese digit words) in ``text``."""
-    text = unicodedata.normalize("NFC", text)
-    text = _FIGURES_RE.sub(lambda m: re.sub(r"\d", MASK, m.group(0)), text)
-    return _WORDS_RE.sub(lambda m: MASK * 6, text)
-
-
-# Fields that identify the call or the record, never what a caller said or typed: kept as they are so a
-# log can be matched to a SIP trace (Call-ID) or an Asterisk channel (AudioSocket UUID).
-UNMASKED_FIELDS = frozenset({"call_id", "channel", "type"})
-
-
-def mask(value: Any) -> Any:
-    """``mask_text`` applied to every string inside ``value`` (dicts, lists, tuples), except the
-    identifying fields in ``UNMASKED_FIELDS``."""
-    if isinstance(value, str):
-        return mask_text(value)
-    if isinstance(value, dict):
-        return {k: v if k in UNMASKED_FIELDS else mask(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [mask(v) for v in value]
-    return value
-
-
 def safe_name(call_id: str) -> str:
     """A file name for ``call_id`` (SIP call ids carry '@' and other characters)."""
     name = _UNSAFE_NAME.sub("_", str(call_id)).strip("._") or "call"
     return name[:120]
-
-
-def _is_key(record: dict) -> bool:
-    return record.get("type") == "key" and str(record.get("digit", "")) in "0123456789" and record.get("digit")
 
 
 class CallLog:
@@ -110,7 +75,7 @@ class CallLog:
         t = float(record.get("t", 0.0))
         if self._held and self._last_key_t is not None and t - self._last_key_t > self.run_gap:
             self._release()
-        if _is_key(record):
+        if is_key(record):
             if self._last_key_t is not None and t - self._last_key_t > self.run_gap:
                 self._release()
             self._run_digits += 1
@@ -132,7 +97,7 @@ class CallLog:
     def _release(self) -> None:
         sensitive = self._run_digits >= MIN_RUN
         for rec in self._held:
-            if sensitive and _is_key(rec):
+            if sensitive and is_key(rec):
                 rec["digit"] = MASK
             self._emit(rec, mask_digits=sensitive)
         self._held = []
@@ -141,10 +106,8 @@ class CallLog:
 
     def _emit(self, record: dict, mask_digits: bool = False) -> None:
         rec = mask(record)
-        if mask_digits:  # the dialogue's own echo of the keys ("digit", "typeahead") while the run lasted
-            for fld in ("digit",):
-                if fld in rec and str(rec[fld]) in "0123456789" and rec[fld]:
-                    rec[fld] = MASK
+        if mask_digits:  # the keys, and the dialogue's echoes of them ("digit", "invalid" keys...), of the run
+            mask_keys(rec)
         try:
             self._fh.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
             self._fh.flush()

@@ -1,14 +1,14 @@
 """The hands-free kiosk: microphone and speaker, one visitor at a time, keyboard keys as the keypad.
 
     device = SoundDevice(rate=16000, device=None)        # the sound card (sounddevice, one duplex stream)
-    kiosk = Kiosk(Resources.load(model_path, tts_rate=16000), rate=16000)
+    kiosk = Kiosk(Resources.load(model_path, tts_rate=16000), rate=16000)   # ivr.channels.resources
     kiosk.run(device)                                     # until 'q' or Ctrl-C
 
 The audio path, every 20 ms frame:
 
     sound card ──callback──► Kiosk.on_audio(mic block) ──► queue ──► worker: Kiosk.process(frame)
          ▲                        │ returns the next speaker block            │
-         └────────────────────────┘◄──── speaker ring ◄── CallSession.read_audio
+         └────────────────────────┘◄──── speaker ring ◄── CallSession.ivr_audio
                                                          mic frame ─► echo gate ─► VAD ─► delay line ─► CallSession
 
 - The device callback is thin: it queues the mic block and takes the speaker block ready for it (no
@@ -18,8 +18,10 @@ The audio path, every 20 ms frame:
   always, and keypad tones on the mic are detected on the raw (ungated) mic audio.
 - VAD (ivr.media.vad) gates the recogniser: the session hears the mic only from the start of an utterance to its
   end. A short delay line (``delay_frames``, 100 ms) lets the onset the VAD needed to decide through too.
-- Keypad tones are found by the kiosk's own DTMF receiver on the raw mic and sent as keys; the tone frames
-  are muted in the delay line so that the session neither hears them as speech nor counts them twice.
+- The session gets both the raw mic frame (its caller-audio piece finds keypad tones there, as on the phone,
+  even while the echo gate is closed) and the gated frame for its recogniser (``feed_audio(raw, t, speech)``).
+- The display shows the session's records as lines (``ivr.channels.transcript``, kiosk style), once they are
+  settled: the keys of a run still being typed show when the run ends, masked when it was long.
 - When a visit ends (the IVR said goodbye), the kiosk waits; the next key or utterance starts a new visit
   with the greeting.
 """
@@ -64,8 +66,6 @@ class Kiosk:
 
     def __init__(self, resources, *, rate: int = 16000, tail_s: float = 0.3, delay_frames: int = 5,
                  vad_settings: VadSettings | None = None, log_dir=None, display=None, echo_gate: bool = True):
-        from ivr.media.dtmf import DtmfReceiver
-
         if rate not in (8000, 16000, 22050, 24000, 32000, 44100, 48000):
             raise IvrError(f"kiosk sample rate {rate} Hz is not supported", "use --rate 16000")
         self.resources = resources
@@ -76,7 +76,6 @@ class Kiosk:
         self.log_dir = log_dir
         self.display = display or (lambda line: print(line, flush=True))
         self.vad = Vad(rate, vad_settings)
-        self.dtmf = DtmfReceiver(rate)
         self.stats = KioskStats()
         self.session = None
         self.sessions: list = []  # every visit's session, the current one last
@@ -89,14 +88,13 @@ class Kiosk:
         self._ring_lock = threading.Lock()
         self._ring_pos = 0
         self._late = 0  # samples of silence the card played because the worker was late
-        self._delay: collections.deque = collections.deque()  # [frame, t, open]
+        self._delay: collections.deque = collections.deque()  # [raw frame, heard frame, t, open]
         self._delay_frames = max(1, int(delay_frames))
         self._open = False
         self._gate_until = 0.0
-        self._key_down: str | None = None
-        self._key_quiet = 0
         self._session_t = 0.0  # end of the last frame the session heard
-        self._shown = 0
+        self._shown = 0  # records of the session counted in the stats
+        self._shown_lines = 0  # ... and shown on the display
         self._rng = np.random.default_rng(0)
         for _ in range(CUSHION_FRAMES):
             self._ring.append(np.zeros(self.frame, dtype=np.int16))
@@ -186,11 +184,10 @@ class Kiosk:
         return 0
 
     def process(self, frame: np.ndarray) -> None:
-        """One 20 ms mic frame: keys, echo gate, VAD, delay line, session; then one speaker frame."""
+        """One 20 ms mic frame: echo gate, VAD, delay line, session; then one speaker frame."""
         t0 = self.t
         self.t += len(frame) / self.rate
         self.stats.frames += 1
-        self._detect_keys(frame)
         gated = self.echo_gate and t0 < self._gate_until
         if gated:
             self.stats.gated_frames += 1
@@ -205,16 +202,13 @@ class Kiosk:
                 self._open = True
                 start = self.vad.speech_start - 0.04
                 for item in self._delay:  # the onset the VAD needed to decide is still in the delay line
-                    if item[1] >= start:
-                        item[2] = True
+                    if item[2] >= start:
+                        item[3] = True
                 if self.session is None:
                     self._new_visit()
             elif event == "end":
                 self._open = False
-        mute = self._key_down is not None or self._key_quiet > 0
-        if self._key_quiet > 0:
-            self._key_quiet -= 1
-        self._delay.append([heard, t0, self._open and not mute and not gated])
+        self._delay.append([frame, heard, t0, self._open and not gated])
         if len(self._delay) > self._delay_frames:
             self._to_session(*self._delay.popleft())
         else:
@@ -222,7 +216,7 @@ class Kiosk:
 
     # -- internals -------------------------------------------------------------------------------------------
 
-    def _to_session(self, frame: np.ndarray, t: float, open_: bool) -> None:
+    def _to_session(self, raw: np.ndarray, frame: np.ndarray, t: float, open_: bool) -> None:
         s = self.session
         end = t + len(frame) / self.rate
         self._session_t = end
@@ -231,8 +225,8 @@ class Kiosk:
             return
         if open_:
             self.stats.vad_frames += 1
-        s.feed_audio(frame if open_ else self._comfort_noise(len(frame)), t)
-        out = s.read_audio(len(frame), end)
+        s.feed_audio(raw, t, speech=frame if open_ else self._comfort_noise(len(frame)))
+        out = s.ivr_audio(len(frame), end)
         self._speaker(out, playing=s.playing or bool(np.any(out)))
         if s.transfer_to:
             self.display("[kiosk: chưa có đường chuyển tới tổng đài viên tại quầy này]")
@@ -256,23 +250,7 @@ class Kiosk:
         if playing:  # muted until this frame has left the speaker, plus the tail
             self._gate_until = max(self._gate_until, self.t + self._ring_seconds() + self.tail_s)
 
-    def _detect_keys(self, frame: np.ndarray) -> None:
-        ended = self.dtmf.feed(frame)
-        for ev in ended:
-            if self._key_down == ev.digit:
-                self._key_down = None
-            else:  # a tone that began and ended within this frame
-                self._key(ev.digit, "tone")
-            self._key_quiet = 2
-        pressed = self.dtmf.pressed
-        if pressed is not None and self._key_down is None:
-            self._key_down = pressed
-            for item in list(self._delay)[-3:]:  # the tone's first frames, heard before it was recognised
-                item[2] = False
-            self._key(pressed, "tone")
-
     def _key(self, key: str, via: str) -> None:
-        self.stats.keys.append(key)
         if self.session is None:
             self._new_visit()  # the key wakes the kiosk; the greeting starts, the key counts
         self.session.feed_digit(key, self._session_t)
@@ -285,26 +263,25 @@ class Kiosk:
         self.session = CallSession(self.resources, sample_rate=self.rate, log_dir=self.log_dir, channel="kiosk")
         self.sessions.append(self.session)
         self._shown = 0
+        self._shown_lines = 0
         self.session.start(self._session_t)
         self._show()
 
     def _show(self) -> None:
+        from ivr.channels.transcript import line
+
         s = self.session
         if s is None:
             return
         for ev in s.events[self._shown:]:
-            kind = ev.get("type")
-            if kind == "play":
-                tag = f"IVR [FAQ {ev['faq_id']}]" if ev.get("faq_id") is not None else "IVR"
-                self.display(f"{tag}: {ev.get('text', '')}")
-            elif kind == "heard":
-                self.display(f"Bạn: {ev.get('text', '')}")
-            elif kind == "key":
-                self.display(f"[phím {ev.get('digit')}]")
-            elif kind == "speech_off":
-                self.display(f"[{ev.get('reason')}]")
-            elif kind == "error":
-                self.display(f"[lỗi: {ev.get('where')}: {ev.get('error')}]")
+            if ev["type"] == "key":
+                self.stats.keys.append(ev["digit"])
+        settled = s.call.settled
+        for ev in s.events[self._shown_lines:settled]:
+            text = line(ev, "kiosk")
+            if text is not None:
+                self.display(text)
+        self._shown_lines = max(self._shown_lines, settled)
         self._shown = len(s.events)
 
 
@@ -415,7 +392,7 @@ def run_kiosk(model=None, device=None, rate: int = 16000, voice: str | None = No
         device = int(device)
     check_sound_device(device)
     from ivr.channels.calllog import default_log_dir
-    from ivr.channels.session import Resources
+    from ivr.channels.resources import Resources
     from ivr.media.tts import Synthesizer, TtsCache
 
     resources = Resources.load(model, tts_rate=rate, tts=TtsCache(Synthesizer.from_config(voice=voice)))

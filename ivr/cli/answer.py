@@ -1,7 +1,8 @@
 """``ivr answer FILE.wav``: what the IVR would answer to a recorded caller (for support staff).
 
-The file's keypad presses walk the keypad menu (topic key, then question key); its speech is transcribed
-(Vosk), matched against the FAQ and answered. ``--out`` writes the spoken reply as a WAV.
+The file's keypad presses are pressed in a call (``ivr.core.call.Call``: the IVR's own dialogue walks the
+keypad menu, topic key then question key); its speech is transcribed (Vosk) and said to a call, whose
+dialogue matches it against the FAQ and answers. ``--out`` writes the spoken reply as a WAV.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import sys
 import time
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ivr.errors import IvrError
@@ -41,7 +42,7 @@ words; score is the speech match score (null for keys or no words); answer is th
 Without a Vosk model the keys still work; speech is reported as not transcribed, with the command that
 downloads a model. The exit status is 0 when a report was produced, 2 for a file that cannot be read.
 timings_ms: decode = reading the file, key detection and speech recognition (model loading included);
-match = loading the FAQ, prompts and keypad menu, and matching; tts = rendering the reply (0 without --out).
+match = loading the FAQ, prompts and keypad menu, and the call's dialogue walking the keys and matching; tts = rendering the reply (0 without --out).
 """
 
 
@@ -57,53 +58,89 @@ class KeyPath:
     ignored: str = ""  # keys after the answer (the after-answer choices are not simulated)
 
 
-def walk_keys(root, digits: str) -> KeyPath:
-    """Walk the keypad tree ``root`` (ivr.core.menu.build_menu) with ``digits``, as a caller pressing them.
+class NoAudio:
+    """The voice of a call that is not heard: every play is over as soon as it starts."""
 
-    '#' goes back to the main menu, '*' (repeat) changes nothing; a key that is the start of a longer key
-    waits for the next one (and counts alone at the end, as after the inter-digit timeout)."""
+    def audio(self, text: str):
+        import numpy as np
+
+        return np.zeros(0, dtype=np.int16)
+
+
+def _where(node) -> str:
+    return "main menu" if node.is_root else f"menu '{node.label}'"
+
+
+def walk_keys(call, digits: str) -> KeyPath:
+    """Press ``digits`` in ``call`` (a fresh ``ivr.core.call.Call``), as a caller would, and say where they
+    lead: the call's own dialogue walks the keypad menu ('#' main menu, '*' repeat; a key that starts a
+    longer one waits for the next, and counts alone at the end, after the inter-digit timeout). The walk
+    stops at the first answer, operator request or invalid key."""
     path = KeyPath(digits)
     if not digits:
         return path
-    node, pending = root, ""
+    from ivr.core.events import Digit
 
-    def enter(child, rest: str) -> bool:
-        """Go to ``child``; True when the walk ends there."""
-        nonlocal node
-        path.trail.append(child.label)
-        if child.faq_id is not None:
-            path.status, path.faq_id, path.ignored = "answer", child.faq_id, rest
-            return True
-        if child.action is not None:
-            path.status, path.ignored = child.action, rest  # "operator"
-            path.note = f"key {child.key} asks for an operator"
-            return True
-        node = child
-        return False
-
+    t = 0.0
+    call.start(t)
+    call.audio(1, t)
+    d = call.dialogue
     for i, key in enumerate(digits):
-        if key in "#*":
-            if key == "#":
-                node, path.trail = root, []
-            pending = ""
-            continue
-        pending += key
-        options = node.options or {}
-        if pending in options and node.completes(pending):
-            child, pending = options[pending], ""
-            if enter(child, digits[i + 1:]):
+        t += 0.5
+        node = d.node
+        seen = len(call.events)
+        call.send(Digit(key, t=t, via="tone"))
+        if d.waiting_for == "inter_digit" and i == len(digits) - 1:
+            t = d.deadline
+            call.tick(t)
+        call.audio(1, t)
+        if d.node.is_root and key == "#":
+            path.trail = []
+        for rec in call.events[seen:]:
+            kind = rec["type"]
+            if kind == "menu":
+                path.trail.append(d.node.label)
+            elif kind == "answer":
+                label = next((c.label for c in (node.options or {}).values() if c.faq_id == rec["faq_id"]), "")
+                path.trail.append(label)
+                path.status, path.faq_id, path.ignored = "answer", rec["faq_id"], digits[i + 1:]
                 return path
-        elif not any(k.startswith(pending) for k in options):
-            where = "main menu" if node.is_root else f"menu '{node.label}'"
-            path.status, path.ignored = "invalid", digits[i + 1:]
-            path.note = f"key {pending} means nothing in the {where} (keys there: {', '.join(options)})"
-            return path
-    if pending and pending in (node.options or {}) and enter(node.options[pending], ""):
-        return path
+            elif kind == "operator":
+                path.status, path.ignored = "operator", digits[i + 1:]
+                path.note = f"key {key} asks for an operator"
+                return path
+            elif kind == "invalid":
+                path.status, path.ignored = "invalid", digits[i + 1:]
+                path.note = (f"key {rec['keys']} means nothing in the {_where(node)} "
+                             f"(keys there: {', '.join(node.options or {})})")
+                return path
     path.status = "incomplete"
-    where = "the main menu" if node.is_root else f"menu '{node.label}'"
-    path.note = f"keys stop at {where}: a further key is needed (keys there: {', '.join(node.options or {})})"
+    node = d.node
+    path.note = (f"keys stop at {'the ' if node.is_root else ''}{_where(node)}: a further key is needed "
+                 f"(keys there: {', '.join(node.options or {})})")
     return path
+
+
+def answer_speech(call, transcript: str) -> tuple[str, int | None, float | None, str | None]:
+    """Say ``transcript`` to ``call`` (a fresh Call) once its greeting is over: (decision, faq_id, score,
+    the text of the reply), decided by the call's own dialogue."""
+    from ivr.core.events import Play, SpeechFinal
+
+    call.start(0.0)
+    call.audio(1, 0.0)
+    seen = len(call.events)
+    actions = call.send(SpeechFinal(transcript, 1.0, t=1.0))
+    match = next((r for r in call.events[seen:] if r["type"] == "match"), None)
+    if match is None:  # a voice command ("menu", "goodbye"...), not a question
+        return "reject", None, None, None
+    decision, faq_id = match["decision"], match["faq_id"]
+    plays = [a for a in actions if isinstance(a, Play)]
+    if decision == "answer":
+        reply = next((p.text for p in plays if p.faq_id is not None), None)
+    else:
+        want = "confirm" if decision == "confirm" else "no_match"
+        reply = next((p.text for p in plays if (p.prompt_id or "").startswith(want)), None)
+    return decision, faq_id, round(float(match["score"]), 4), reply
 
 
 def register(sub) -> None:
@@ -119,21 +156,6 @@ def register(sub) -> None:
                         "'none' skips speech recognition")
     p.add_argument("--rate", type=int, default=16000, help="sample rate of the --out WAV (default 16000)")
     p.set_defaults(func=cmd_answer)
-
-
-def _load_recognizer_model(cli_model: str | None):
-    """(model or None, message when speech cannot be transcribed)."""
-    from ivr.media import asr
-
-    if cli_model is not None and cli_model.lower() == "none":
-        return None, "speech recognition switched off (--model none)"
-    try:
-        path = asr.resolve_model_path(cli_model)
-    except IvrError as exc:
-        if cli_model or os.environ.get(asr.ENV_MODEL):
-            raise  # a path was given and is wrong: the user must fix it
-        return None, f"{exc.problem}; fix: {exc.fix}"
-    return asr.load_model(path), ""
 
 
 def _transcribe(model, samples, rate: int) -> str:
@@ -168,11 +190,10 @@ def answer_file(path, *, model: str | None = None, out: str | None = None, rate:
     """Answer one recording. Returns (result object as printed by --json, extra facts for the readable report)."""
     import numpy as np
 
-    from ivr.content.faq import load_faq
-    from ivr.content.prompts import load_prompts
-    from ivr.core.dialogue import answer_text, load_settings
-    from ivr.core.menu import build_menu
-    from ivr.language.match import Matcher
+    from ivr.channels.resources import Resources, speech_model
+    from ivr.core.dialogue import answer_text
+    from ivr.core.privacy import mask_text
+    from ivr.media.asr import load_model
     from ivr.media.audio import read_audio, write_wav
     from ivr.media.dtmf import detect
     from ivr.media.tts import check_rate
@@ -194,31 +215,25 @@ def answer_file(path, *, model: str | None = None, out: str | None = None, rate:
         b = min(len(speech), int((k.end + KEY_MARGIN_S) * file_rate) + 1)
         speech[a:b] = 0
     voiced = sum(e - s for s, e in segments(speech, file_rate))
-    vosk_model, no_model = _load_recognizer_model(model)
+    model_path, no_model = speech_model(model)
+    vosk_model = load_model(model_path) if model_path is not None else None
     transcript = _transcribe(vosk_model, speech, file_rate) if vosk_model is not None else None
     t1 = time.perf_counter()
 
-    faq = load_faq()
-    prompts = load_prompts()
-    settings = load_settings()
-    root = build_menu(faq, prompts, operator=settings.operator_enabled, operator_key=settings.operator_key)
-    keypath = walk_keys(root, "".join(d for d in digits if d in "0123456789*#"))
-    decision, faq_id, score = "reject", None, None
+    res = Resources.load(speech=False)
+    keypath = walk_keys(res.new_call(NoAudio(), sample_rate=8000), "".join(d for d in digits if d in "0123456789*#"))
+    decision, faq_id, score, reply_text = "reject", None, None, None
     if keypath.status == "answer":
         decision, faq_id = "keys", keypath.faq_id
+        reply_text = answer_text(res.faq.by_id(faq_id))
     elif transcript:
-        result = Matcher(faq).match(transcript)
-        decision, faq_id, score = result.decision, result.faq_id, round(float(result.score), 4)
+        decision, faq_id, score, reply_text = answer_speech(res.new_call(NoAudio(), sample_rate=8000), transcript)
+    if reply_text is None:
+        reply_text = res.prompts.ladder("no_match", 1)
     t2 = time.perf_counter()
 
-    entry = faq.by_id(faq_id) if faq_id is not None else None
+    entry = res.faq.by_id(faq_id) if faq_id is not None else None
     answer = entry.answer if entry is not None and decision in ("answer", "keys") else None
-    if decision in ("answer", "keys"):
-        reply_text = answer_text(entry)
-    elif decision == "confirm":
-        reply_text = prompts.text("confirm", summary=prompts.summary(entry))
-    else:
-        reply_text = prompts.ladder("no_match", 0)
     reply_wav = None
     if out_path is not None:
         from ivr.media.tts import Synthesizer, TtsCache
@@ -232,8 +247,8 @@ def answer_file(path, *, model: str | None = None, out: str | None = None, rate:
     t3 = time.perf_counter()
 
     result = {
-        "transcript": transcript,
-        "digits": digits,
+        "transcript": mask_text(transcript) if transcript is not None else None,
+        "digits": mask_text(digits),
         "decision": decision,
         "faq_id": faq_id,
         "score": score,
@@ -246,7 +261,8 @@ def answer_file(path, *, model: str | None = None, out: str | None = None, rate:
         "file_rate": file_rate,
         "seconds": len(samples) / file_rate,
         "keys": keys,
-        "keypath": keypath,
+        "shown_keys": mask_text(digits),
+        "keypath": replace(keypath, digits=mask_text(keypath.digits), ignored=mask_text(keypath.ignored)),
         "speech_seconds": voiced,
         "no_model": no_model if (vosk_model is None and voiced >= MIN_SPEECH_S) else "",
         "model_off": vosk_model is None,
@@ -260,7 +276,7 @@ def _keys_line(extra) -> str:
     kp = extra["keypath"]
     if not kp.digits and not extra["keys"]:
         return "none"
-    shown = "".join(k.digit for k in extra["keys"])
+    shown = extra["shown_keys"]
     if kp.status == "answer":
         text = f"{shown} -> {' > '.join(kp.trail)} (FAQ {kp.faq_id})"
     elif kp.status == "none":

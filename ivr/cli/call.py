@@ -31,9 +31,9 @@ def _register_menu(sub) -> None:
 
 
 def cmd_menu(args) -> int:
+    from ivr.channels.resources import load_settings
     from ivr.content.faq import load_faq
     from ivr.content.prompts import load_prompts
-    from ivr.core.dialogue import load_settings
     from ivr.core.menu import build_menu, menu_to_json, menu_to_text
 
     settings = load_settings()
@@ -94,84 +94,85 @@ class _Speaker:
             self._warn(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
-class _ChatCall:
-    """Drives one Dialogue from lines of text, with a simulated clock."""
+class ChatVoice:
+    """A play in the chat lasts as long as its words take to say (``WORDS_PER_SECOND``), at least 1 s."""
 
-    def __init__(self, dialogue, out, speaker: _Speaker | None, verbose: bool, log=None):
-        self.d = dialogue
+    RATE = 100  # samples per second: the chat's plays are silent, only their length counts
+
+    def audio(self, text: str):
+        import numpy as np
+
+        return np.zeros(int(max(1.0, len(text.split()) / WORDS_PER_SECOND) * self.RATE), dtype=np.int16)
+
+
+class ChatCall:
+    """Drives one ``Call`` from lines of text, in virtual time; prints (and speaks) what the IVR says."""
+
+    def __init__(self, resources, out, speaker: _Speaker | None, verbose: bool, log=None, call_id: str = ""):
         self.log = log  # ivr.channels.calllog.CallLog: a chat is logged like a call, so `ivr report` counts it
         self.out = out
         self.speaker = speaker
         self.verbose = verbose
+        self.call = resources.new_call(ChatVoice(), sample_rate=ChatVoice.RATE, call_id=call_id, channel="chat",
+                                       on_record=self._record)
         self.t = 0.0
-        self.queued: list = []  # plays not yet heard (dropped when the caller barges in)
-        self.finished = False
 
-    def send(self, event) -> None:
-        self.run(self.d.handle(event))
+    @property
+    def finished(self) -> bool:
+        return self.call.ended or self.call.transfer_to is not None
 
-    def run(self, actions) -> None:
-        from ivr.core.dialogue import HangUp, Log, Play, StopPlayback, Transfer
+    def _record(self, rec: dict) -> None:
+        from ivr.channels.transcript import line
 
-        for a in actions:
-            if self.verbose:
-                print(json.dumps(a.record(), ensure_ascii=False), file=sys.stderr)
-            if self.log is not None:
-                self.log.write({"t": round(self.t, 3), **a.record()})
-            if isinstance(a, Play):
-                self.queued.append(a)
-            elif isinstance(a, StopPlayback):
-                self.queued.clear()
-            elif isinstance(a, Transfer):
-                self.flush()
-                self._say(f"[chuyển máy tới tổng đài viên ({a.target}): bản mô phỏng dừng ở đây]")
-                self.finished = True
-            elif isinstance(a, HangUp):
-                self.flush()
-                self._say(f"[tổng đài kết thúc cuộc gọi: {a.reason}]")
-                self.finished = True
-            elif isinstance(a, Log):
-                pass
+        if self.verbose:
+            print(json.dumps(rec, ensure_ascii=False), file=sys.stderr)
+        if self.log is not None:
+            self.log.write(rec)
+        text = line(rec, "chat")
+        if text is not None:
+            print(text, file=self.out, flush=True)
+        if rec["type"] == "play" and self.speaker:
+            self.speaker.say(rec["text"])
 
-    def _say(self, line: str) -> None:
-        print(line, file=self.out, flush=True)
+    def start(self) -> None:
+        self.call.start(self.t)
+        self.flush()
 
     def flush(self) -> None:
-        """Play out what is queued: print (and speak) it, then report each play as finished."""
-        from ivr.core.dialogue import PlaybackFinished
+        """Play out what is queued, in virtual time."""
+        while self.call.playing and not self.finished:
+            head = next(item for item in self.call.playout.items if item.is_play)
+            n = max(1, head.left)
+            self.call.audio(n, self.t)
+            self.t += n / ChatVoice.RATE
 
-        while self.queued and not self.finished:
-            play = self.queued.pop(0)
-            tag = f"IVR [FAQ {play.faq_id}]" if play.faq_id is not None else "IVR"
-            self._say(f"{tag}: {play.text}")
-            if self.speaker:
-                self.speaker.say(play.text)
-            self.t += max(1.0, len(play.text.split()) / WORDS_PER_SECOND)
-            self.send(PlaybackFinished(play.play_id, t=self.t))
+    def hangup(self) -> None:
+        from ivr.core.events import CallerHangup
+
+        self.call.send(CallerHangup(t=self.t))
 
     def line(self, text: str) -> None:
-        from ivr.core.dialogue import Digit, SpeechFinal, Timeout
+        from ivr.core.events import Digit, SpeechFinal
 
         text = unicodedata.normalize("NFC", text).strip()
         if not text:
-            if self.d.deadline is None:
+            deadline = self.call.dialogue.deadline
+            if deadline is None:
                 return
-            self.t = max(self.t, self.d.deadline)
-            self.send(Timeout(t=self.t))
+            self.t = max(self.t, deadline)
+            self.call.tick(self.t)
         else:
             self.t += THINK_SECONDS
             if _KEYS_RE.fullmatch(text):
                 for ch in text:  # keys typed together arrive together: later ones cut what earlier ones start
-                    if self.log is not None:  # the log masks a run of 6 or more keys (an identity number)
-                        self.log.write({"t": round(self.t, 3), "type": "key", "digit": ch, "via": "typed"})
-                    self.send(Digit(ch, t=self.t))
+                    self.call.send(Digit(ch, t=self.t, via="typed"))
                     if self.finished:
                         break
-                if self.d.waiting_for == "inter_digit" and not self.finished:  # the line ends the entry
-                    self.t = max(self.t, self.d.deadline)
-                    self.send(Timeout(t=self.t))
+                if self.call.dialogue.waiting_for == "inter_digit" and not self.finished:  # the line ends it
+                    self.t = max(self.t, self.call.dialogue.deadline)
+                    self.call.tick(self.t)
             else:
-                self.send(SpeechFinal(text, 1.0, t=self.t))
+                self.call.send(SpeechFinal(text, 1.0, t=self.t))
         self.flush()
 
 
@@ -180,11 +181,12 @@ def cmd_chat(args) -> int:
     import time
 
     from ivr.channels.calllog import CallLog, default_log_dir
-    from ivr.core.dialogue import new_dialogue
+    from ivr.channels.resources import Resources
 
+    resources = Resources.load(speech=False)
     call_id = f"chat-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     log = CallLog(args.log_dir or default_log_dir(), call_id, channel="chat")
-    call = _ChatCall(new_dialogue(), sys.stdout, _Speaker() if args.speak else None, args.verbose, log)
+    call = ChatCall(resources, sys.stdout, _Speaker() if args.speak else None, args.verbose, log, call_id)
     try:
         return _chat(call)
     finally:
@@ -192,22 +194,18 @@ def cmd_chat(args) -> int:
         print(f"-- log: {log.path}", file=sys.stderr)
 
 
-def _chat(call) -> int:
-    from ivr.core.dialogue import CallStarted, Hangup
-
+def _chat(call: ChatCall) -> int:
     interactive = sys.stdin.isatty()
     if interactive:
         print("Gõ câu hỏi, hoặc phím (0-9 * #); dòng trống là im lặng; Ctrl-D để gác máy.", flush=True)
-    call.send(CallStarted(t=0.0))
-    call.flush()
+    call.start()
     while not call.finished:
         try:
             text = input("Bạn: ") if interactive else sys.stdin.readline()
         except EOFError:
             text = None
         if text is None or (not interactive and text == ""):
-            call.send(Hangup(t=call.t))
-            print("[quý khách gác máy]", flush=True)
+            call.hangup()
             break
         text = text.rstrip("\n")
         if not interactive:
@@ -239,42 +237,6 @@ def _register_call(sub) -> None:
     p.set_defaults(func=cmd_call)
 
 
-def _clock(t: float) -> str:
-    m, s = divmod(max(0.0, t), 60.0)
-    return f"{int(m):02d}:{s:05.2f}"
-
-
-def _transcript_line(e: dict) -> str | None:
-    kind = e["type"]
-    at = _clock(e["t"])
-    if kind == "play":
-        tag = f"IVR [FAQ {e['faq_id']}]" if e.get("faq_id") is not None else "IVR"
-        return f"{at} {tag}: {e['text']}"
-    if kind == "key":
-        return f"{at} caller pressed {e['digit']}"
-    if kind == "heard":
-        return f"{at} caller said: {e['text']} (confidence {e['confidence']:.2f})"
-    if kind == "stop":
-        return f"{at} [IVR stops talking: {e['reason']}]" if e.get("cut") is not None else None
-    if kind == "answer":
-        return f"{at} [answer: FAQ {e['faq_id']} via {e.get('via')}]"
-    if kind == "no_match":
-        return f"{at} [not understood]"
-    if kind == "no_input":
-        return f"{at} [silence #{e['count']}]"
-    if kind == "invalid":
-        return f"{at} [invalid key {e['keys']}]"
-    if kind == "transfer":
-        return f"{at} [transfer to {e['target']}]"
-    if kind == "transfer_failed":
-        return f"{at} [transfer failed: {e.get('reason', '')}]"
-    if kind == "hangup":
-        return f"{at} [{'IVR' if e.get('by') == 'ivr' else 'caller'} hung up]"
-    if kind == "error":
-        return f"{at} [error in {e['where']}: {e['error']}]"
-    return None
-
-
 def simulate_call(caller, resources, *, log_dir=None, call_id: str | None = None, operator_busy: bool = False):
     """Run one call in simulated time. ``caller``: int16 samples at 8 kHz. Returns (session, ivr samples,
     call length in samples). Frame k of the caller ([k, k+1) x 20 ms) is fed, then the IVR frame starting at
@@ -286,7 +248,7 @@ def simulate_call(caller, resources, *, log_dir=None, call_id: str | None = None
     n = CALL_RATE // 50
     s = CallSession(resources, call_id=call_id, sample_rate=CALL_RATE, log_dir=log_dir, channel="file")
     s.start(0.0)
-    out = [s.read_audio(n, 0.0)]
+    out = [s.ivr_audio(n, 0.0)]
     frames = (len(caller) + n - 1) // n
     k = 0
     while k < frames and not s.ended:
@@ -299,7 +261,7 @@ def simulate_call(caller, resources, *, log_dir=None, call_id: str | None = None
             if not operator_busy:
                 break  # the call is with the operator now: the simulation ends here
             s.transfer_failed(k * n / CALL_RATE, "operator busy (simulated)")
-        out.append(s.read_audio(n, k * n / CALL_RATE))
+        out.append(s.ivr_audio(n, k * n / CALL_RATE))
     if not s.ended:
         s.hangup(k * n / CALL_RATE)  # the file ended: the caller hangs up (or the call was transferred)
     ivr = np.concatenate(out)  # up to the end of the frame in which the call ended
@@ -310,7 +272,8 @@ def cmd_call(args) -> int:
     from pathlib import Path
 
     from ivr.channels.calllog import default_log_dir
-    from ivr.channels.session import Resources
+    from ivr.channels.resources import Resources
+    from ivr.channels.transcript import lines
     from ivr.errors import IvrError
     from ivr.media.audio import read_audio, write_wav_stereo
 
@@ -337,10 +300,8 @@ def cmd_call(args) -> int:
     if args.json:
         print(json.dumps({"events": session.events, "answered_faq_ids": answered}, ensure_ascii=False))
         return 0
-    for e in session.events:
-        line = _transcript_line(e)
-        if line:
-            print(line)
+    for line in lines(session.events, "call"):
+        print(line)
     print(f"-- call of {length / CALL_RATE:.1f} s; answers given: "
           f"{', '.join(f'FAQ {i}' for i in answered) or 'none'}; log: {session.log_path}")
     if out is not None:

@@ -4,17 +4,14 @@ No I/O, no clock, no randomness: time arrives with the events (``t``, seconds si
 the engine says when it wants a ``Timeout`` through ``deadline``. The same engine runs behind the terminal
 chat, WAV-file calls, the kiosk and the phone line.
 
-Events: ``CallStarted``, ``SpeechPartial(text)``, ``SpeechFinal(text, confidence)``, ``Digit(digit)``,
-``Timeout``, ``PlaybackFinished(play_id)``, ``TransferFailed(reason)``, ``Hangup`` — each with ``t=``.
-
-Actions: ``Play(play_id, prompt_id, faq_id, text, barge_in)``, ``StopPlayback(reason)``,
-``Listen(speech, digits, timeout, inter_digit_timeout, max_digits)``, ``Transfer(target)``,
-``HangUp(reason)``, ``Log(kind, data)``. Plays queue up in order; a ``Transfer`` or ``HangUp`` is carried
-out once the plays before it have been played out. A channel reports each finished play with
-``PlaybackFinished(play_id)``; the no-input timer starts when the last play of a turn has finished. A
-``StopPlayback`` (barge-in) stops and drops every queued play; the channel need not report those. Each turn
-that waits for the caller ends with a ``Listen`` (sent with the plays, so that a channel keeps recognising
-speech and keys during them for barge-in). Every action has ``record()``, a JSON-ready dict for the call log.
+Events in (``ivr.core.events``): ``CallStarted``, ``SpeechPartial``, ``SpeechFinal``, ``Digit``, ``Timeout``,
+``PlaybackFinished``, ``TransferFailed``, ``CallerHangup``, ``EndCall`` — each with ``t=``. Actions out:
+``Play``, ``StopPlayback``, ``Listen``, ``Transfer``, ``HangUp``, ``Log``. Plays queue up in order; a
+``Transfer`` or ``HangUp`` is carried out once the plays before it have been played out. The channel's
+``ivr.core.call.Call`` reports each finished play with ``PlaybackFinished(play_id)``; the no-input timer starts
+when the last play of a turn has finished. A ``StopPlayback`` (barge-in) stops and drops every queued play.
+Each turn that waits for the caller ends with a ``Listen`` (sent with the plays, so that a channel keeps
+recognising speech and keys during them for barge-in). The dialogue reads no file: its settings are given.
 
 The flow:
 - greeting (greet_long + main menu); the caller may speak a question or use the keypad at any time;
@@ -31,257 +28,30 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from ivr.core.events import (
+    Action,
+    CallerHangup,
+    CallStarted,
+    Digit,
+    EndCall,
+    Event,
+    HangUp,
+    Listen,
+    Log,
+    Play,
+    PlaybackFinished,
+    SpeechFinal,
+    SpeechPartial,
+    StopPlayback,
+    Timeout,
+    Transfer,
+    TransferFailed,
+)
 from ivr.core.menu import OPERATOR, MenuNode, build_menu
-from ivr.errors import IvrError
-
-# --- events -------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CallStarted:
-    t: float = field(kw_only=True)
-
-
-@dataclass(frozen=True)
-class SpeechPartial:
-    text: str
-    t: float = field(kw_only=True)
-
-
-@dataclass(frozen=True)
-class SpeechFinal:
-    text: str
-    confidence: float = 1.0
-    t: float = field(kw_only=True)
-
-
-@dataclass(frozen=True)
-class Digit:
-    digit: str
-    t: float = field(kw_only=True)
-
-
-@dataclass(frozen=True)
-class Timeout:
-    t: float = field(kw_only=True)
-
-
-@dataclass(frozen=True)
-class PlaybackFinished:
-    play_id: int
-    t: float = field(kw_only=True)
-
-
-@dataclass(frozen=True)
-class TransferFailed:
-    reason: str = ""
-    t: float = field(kw_only=True)
-
-
-@dataclass(frozen=True)
-class Hangup:
-    t: float = field(kw_only=True)
-
-
-Event = CallStarted | SpeechPartial | SpeechFinal | Digit | Timeout | PlaybackFinished | TransferFailed | Hangup
-
-# --- actions ------------------------------------------------------------------------------------------------
-
-
-class _Record:
-    KIND = ""
-
-    def record(self) -> dict[str, Any]:
-        """The action as a log record: {"type": ..., fields...}."""
-        return {"type": self.KIND, **asdict(self)}
-
-
-@dataclass(frozen=True)
-class Play(_Record):
-    """Say ``text``: a prompt (``prompt_id``) or a FAQ answer (``faq_id``). The TTS layer speaks it."""
-
-    play_id: int
-    prompt_id: str | None
-    faq_id: int | None
-    text: str
-    barge_in: bool = True
-    KIND = "play"
-
-
-@dataclass(frozen=True)
-class StopPlayback(_Record):
-    """Stop what is playing now and drop every queued play (the caller barged in)."""
-
-    reason: str = "barge_in"
-    KIND = "stop"
-
-
-@dataclass(frozen=True)
-class Listen(_Record):
-    """What the caller may do now: speak (``speech``), press keys (``digits``). ``timeout`` is the no-input
-    time counted from the end of the plays; ``max_digits`` the longest key entry at this point."""
-
-    speech: bool
-    digits: bool
-    timeout: float
-    inter_digit_timeout: float
-    max_digits: int
-    KIND = "listen"
-
-
-@dataclass(frozen=True)
-class Transfer(_Record):
-    """Hand the call to ``target`` once the plays before it are played out."""
-
-    target: str = OPERATOR
-    KIND = "transfer"
-
-
-@dataclass(frozen=True)
-class HangUp(_Record):
-    """End the call once the plays before it are played out."""
-
-    reason: str
-    KIND = "hangup"
-
-
-@dataclass(frozen=True)
-class Log(_Record):
-    """Something worth a line in the call log; ``data`` always carries ``t``."""
-
-    kind: str
-    data: dict[str, Any] = field(default_factory=dict)
-    KIND = "log"
-
-    def record(self) -> dict[str, Any]:
-        return {"type": self.kind, **self.data}
-
-
-Action = Play | StopPlayback | Listen | Transfer | HangUp | Log
-
-# --- settings -----------------------------------------------------------------------------------------------
-
-END_CHOICES = ("goodbye", "operator")
-
-
-@dataclass(frozen=True)
-class DialogueSettings:
-    """``config/dialogue.yaml`` (see its comments)."""
-
-    timeout: float = 7.0
-    inter_digit_timeout: float = 2.0
-    max_failures: int = 3
-    max_timeouts: int = 3
-    digit_max: int = 4
-    barge_in: bool = True
-    answer_barge_in: bool = True
-    on_max_failures: str = "operator"
-    on_max_timeouts: str = "goodbye"
-    repeat_key: str = "1"
-    another_key: str = "2"
-    menu_key: str = "3"
-    goodbye_key: str = "9"
-    yes_key: str = "1"
-    no_key: str = "2"
-    second_candidate: bool = True
-    confirm_min_score: float = 0.5
-    min_confidence: float = 0.0
-    operator_enabled: bool = True
-    operator_key: str = "0"
-    operator_target: str = OPERATOR
-
-    @classmethod
-    def from_config(cls, data: dict[str, Any], source: str = "config/dialogue.yaml") -> DialogueSettings:
-        """Validate the mapping of ``config/dialogue.yaml``; errors name the file and the field."""
-
-        def get(path: str, kind: type, default: Any) -> Any:
-            node: Any = data
-            for part in path.split("."):
-                if not isinstance(node, dict) or part not in node:
-                    return default
-                node = node[part]
-            if kind is float and isinstance(node, int) and not isinstance(node, bool):
-                node = float(node)
-            if kind is str and isinstance(node, int) and not isinstance(node, bool):
-                node = str(node)
-            if not isinstance(node, kind) or (kind is not bool and isinstance(node, bool)):
-                raise IvrError(
-                    f"{source}: {path} should be {kind.__name__}, found {node!r}",
-                    f"set {path} to a {kind.__name__} (see the comments in the file)",
-                )
-            return node
-
-        d = cls()
-        s = cls(
-            timeout=get("timeout", float, d.timeout),
-            inter_digit_timeout=get("inter_digit_timeout", float, d.inter_digit_timeout),
-            max_failures=get("max_failures", int, d.max_failures),
-            max_timeouts=get("max_timeouts", int, d.max_timeouts),
-            digit_max=get("digit_max", int, d.digit_max),
-            barge_in=get("barge_in", bool, d.barge_in),
-            answer_barge_in=get("answer_barge_in", bool, d.answer_barge_in),
-            on_max_failures=get("on_max_failures", str, d.on_max_failures),
-            on_max_timeouts=get("on_max_timeouts", str, d.on_max_timeouts),
-            repeat_key=get("after_answer_keys.repeat", str, d.repeat_key),
-            another_key=get("after_answer_keys.another", str, d.another_key),
-            menu_key=get("after_answer_keys.menu", str, d.menu_key),
-            goodbye_key=get("after_answer_keys.goodbye", str, d.goodbye_key),
-            yes_key=get("confirm.yes_key", str, d.yes_key),
-            no_key=get("confirm.no_key", str, d.no_key),
-            second_candidate=get("confirm.second_candidate", bool, d.second_candidate),
-            confirm_min_score=get("confirm.min_score", float, d.confirm_min_score),
-            min_confidence=get("speech.min_confidence", float, d.min_confidence),
-            operator_enabled=get("operator.enabled", bool, d.operator_enabled),
-            operator_key=get("operator.key", str, d.operator_key),
-            operator_target=get("operator.target", str, d.operator_target),
-        )
-        s.check(source)
-        return s
-
-    def check(self, source: str = "config/dialogue.yaml") -> None:
-        def bad(name: str, why: str, fix: str) -> IvrError:
-            return IvrError(f"{source}: {name} {why}", fix)
-
-        for name in ("timeout", "inter_digit_timeout"):
-            if not getattr(self, name) > 0:
-                raise bad(name, "must be more than 0 seconds", f"set {name} to a number of seconds, e.g. 5")
-        for name in ("max_failures", "max_timeouts", "digit_max"):
-            if getattr(self, name) < 1:
-                raise bad(name, "must be at least 1", f"set {name} to 1 or more")
-        for name in ("on_max_failures", "on_max_timeouts"):
-            if getattr(self, name) not in END_CHOICES:
-                raise bad(name, f"is {getattr(self, name)!r}", f"set {name} to one of: {', '.join(END_CHOICES)}")
-        keys = {
-            "after_answer_keys.repeat": self.repeat_key,
-            "after_answer_keys.another": self.another_key,
-            "after_answer_keys.menu": self.menu_key,
-            "after_answer_keys.goodbye": self.goodbye_key,
-            "confirm.yes_key": self.yes_key,
-            "confirm.no_key": self.no_key,
-            "operator.key": self.operator_key,
-        }
-        for name, key in keys.items():
-            if len(key) != 1 or key not in "0123456789":
-                raise bad(name, f"is {key!r}", "use a single key 0-9 (* and # are repeat and main menu)")
-        after = [self.repeat_key, self.another_key, self.menu_key, self.goodbye_key]
-        if self.operator_enabled:
-            after.append(self.operator_key)
-        if len(set(after)) != len(after):
-            raise bad("after_answer_keys", "use a key twice (or the operator key)", "give each choice its own key")
-        confirm = [self.yes_key, self.no_key] + ([self.operator_key] if self.operator_enabled else [])
-        if len(set(confirm)) != len(confirm):
-            raise bad("confirm", "keys clash (yes, no, operator)", "give yes and no their own keys")
-
-
-def load_settings() -> DialogueSettings:
-    """``config/dialogue.yaml`` as validated settings."""
-    from ivr.content import config
-
-    return DialogueSettings.from_config(config.load("dialogue"))
-
+from ivr.core.settings import DialogueSettings
 
 # --- helpers ------------------------------------------------------------------------------------------------
 
@@ -323,12 +93,11 @@ _COMMAND_SLACK = 3
 class Dialogue:
     """One call's dialogue. ``handle(event)`` returns the actions to carry out, in order."""
 
-    def __init__(self, faq, matcher, prompts, settings: DialogueSettings | None = None,
-                 menu: MenuNode | None = None):
+    def __init__(self, faq, matcher, prompts, settings: DialogueSettings, menu: MenuNode | None = None):
         self.faq = faq
         self.matcher = matcher
         self.prompts = prompts
-        self.settings = settings if settings is not None else load_settings()
+        self.settings = settings
         self.menu = menu if menu is not None else build_menu(
             faq, prompts, operator=self.settings.operator_enabled, operator_key=self.settings.operator_key
         )
@@ -384,46 +153,55 @@ class Dialogue:
     def handle(self, event: Event) -> list[Action]:
         """Take one event, return the actions to carry out in order."""
         t = float(event.t)
-        if isinstance(event, Hangup):
+        if isinstance(event, CallerHangup):
             return self._on_hangup(t)
         if self.state == ENDED:
             return []
+        if isinstance(event, EndCall):
+            return self._on_end(event.reason, t)
         if isinstance(event, CallStarted):
             if self.state != IDLE:
                 return [Log("ignored", {"t": t, "event": "call_started", "state": self.state})]
             return self._greet(t)
         if self.state == IDLE:
             return [Log("ignored", {"t": t, "event": type(event).__name__, "reason": "call not started"})]
-        try:
-            if isinstance(event, PlaybackFinished):
-                return self._on_playback_finished(event.play_id, t)
-            if isinstance(event, Digit):
-                return self._on_digit(event.digit, t)
-            if isinstance(event, SpeechPartial):
-                return self._on_partial(event.text, t)
-            if isinstance(event, SpeechFinal):
-                return self._on_final(event.text, event.confidence, t)
-            if isinstance(event, Timeout):
-                return self._on_timeout(t)
-            if isinstance(event, TransferFailed):
-                return self._on_transfer_failed(event.reason, t)
-        except IvrError:
-            raise
-        except Exception as exc:  # a call never dies from one bad event: apologise and start over
-            self._outstanding.clear()
-            self._digits = ""
-            out: list[Action] = [StopPlayback("error"), Log("error", {"t": t, "error": repr(exc)})]
-            return out + self._to_main(t, [self._prompt("error")], greet=True)
+        if isinstance(event, PlaybackFinished):
+            return self._on_playback_finished(event.play_id, t)
+        if isinstance(event, Digit):
+            return self._on_digit(event.digit, t)
+        if isinstance(event, SpeechPartial):
+            return self._on_partial(event.text, t)
+        if isinstance(event, SpeechFinal):
+            return self._on_final(event.text, event.confidence, t)
+        if isinstance(event, Timeout):
+            return self._on_timeout(t)
+        if isinstance(event, TransferFailed):
+            return self._on_transfer_failed(event.reason, t)
         raise TypeError(f"not a dialogue event: {event!r}")
 
-    def _on_hangup(self, t: float) -> list[Action]:
+    def _stop_listening(self) -> str:
         before = self.state
         self.state = ENDED
         self._timer = None
         self._outstanding.clear()
         self._typeahead.clear()
         self._digits = ""
+        return before
+
+    def _on_hangup(self, t: float) -> list[Action]:
+        before = self._stop_listening()
         return [Log("hangup", {"t": t, "by": "caller", "state": before, **self._counts()})]
+
+    def _on_end(self, reason: str, t: float) -> list[Action]:
+        """The IVR ends the call (shutdown, error): stop, (apologise,) say goodbye, hang up."""
+        before = self._stop_listening()
+        lead = [self._prompt("error", barge_in=False)] if reason == "error" else []
+        out: list[Action] = [StopPlayback(reason),
+                             Log("end", {"t": t, "reason": reason, "state": before, **self._counts()})]
+        out += self._plays([*lead, self._prompt("goodbye", barge_in=False)])
+        self._outstanding.clear()
+        out.append(HangUp(reason))
+        return out
 
     def _on_playback_finished(self, play_id: int, t: float) -> list[Action]:
         if play_id not in self._outstanding:
@@ -856,14 +634,3 @@ def _has_words(text: str | None) -> bool:
 def _contains(words: list[str], phrase: list[str]) -> bool:
     n = len(phrase)
     return any(words[i:i + n] == phrase for i in range(len(words) - n + 1))
-
-
-def new_dialogue(faq=None, matcher=None, prompts=None, settings: DialogueSettings | None = None) -> Dialogue:
-    """A dialogue over the installed FAQ, matcher, prompts and settings (any of them may be given)."""
-    from ivr.content.faq import load_faq
-    from ivr.content.prompts import load_prompts
-    from ivr.language.match import Matcher
-
-    faq = faq if faq is not None else load_faq()
-    matcher = matcher if matcher is not None else Matcher(faq)
-    return Dialogue(faq, matcher, prompts if prompts is not None else load_prompts(), settings)

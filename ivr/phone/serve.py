@@ -206,7 +206,7 @@ class SessionWorker:
             return
         try:
             if kind == "read":
-                pcm = np.asarray(session.read_audio(FRAME_SAMPLES, job[1]), dtype=np.int16)
+                pcm = np.asarray(session.ivr_audio(FRAME_SAMPLES, job[1]), dtype=np.int16)
                 self.out.append((self._encode(pcm), bool(np.any(pcm))))
                 self._n_done += 1
             elif kind == "audio":

@@ -1,6 +1,6 @@
 """FAKE call session for the phone-channel protocol tests (``ToneSession``).
 
-It follows the CallSession contract (start, feed_audio, feed_digit, read_audio, tick, hangup, ended,
+It follows the CallSession contract (start, feed_audio, feed_digit, ivr_audio, tick, hangup, ended,
 transfer_to, transfer_failed, events) but has no dialogue: it plays a 440 Hz "greeting" tone, records the
 keys and audio it receives, and writes the same kind of JSON-lines call log. Keys: "0" asks for the
 operator (``transfer_to``), "9" plays a short goodbye tone and hangs up. The real CallSession is tested
@@ -103,7 +103,7 @@ class ToneSession:
         self._event(t, "transfer_failed", reason=reason)
 
     @exclusive
-    def read_audio(self, n: int, t: float) -> np.ndarray:
+    def ivr_audio(self, n: int, t: float) -> np.ndarray:
         self.reads += 1
         self.last_read_t = t
         out = np.zeros(n, dtype=np.int16)

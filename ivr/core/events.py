@@ -1,0 +1,163 @@
+"""What goes into a call and what comes out of it: typed events and actions, each with ``t`` (call time).
+
+Events, made by a channel or by the caller-audio piece and fed to ``ivr.core.call.Call`` (the dialogue sees
+them too): ``CallStarted``, ``Digit(digit, via)``, ``SpeechPartial(text)``, ``SpeechFinal(text, confidence)``,
+``Timeout``, ``PlaybackFinished(play_id)``, ``TransferFailed(reason)``, ``CallerHangup`` (the caller hung up)
+and ``EndCall(reason)`` (the IVR ends the call: shutdown, or an error).
+
+Actions, given by the dialogue and carried out by the call: ``Play``, ``StopPlayback``, ``Listen``,
+``Transfer``, ``HangUp`` (the IVR hangs up once the plays before it are played out) and ``Log``. Every action
+has ``record()``, a JSON-ready dict for the call log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ivr.core.menu import OPERATOR
+
+# --- events -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallStarted:
+    t: float = field(kw_only=True)
+
+
+@dataclass(frozen=True)
+class SpeechPartial:
+    text: str
+    t: float = field(kw_only=True)
+
+
+@dataclass(frozen=True)
+class SpeechFinal:
+    """The caller's utterance. ``end``: what ended it ("recogniser", "quiet"); ``decode_ms``: the time the
+    recogniser took for the frame that gave it (both only for the call log)."""
+
+    text: str
+    confidence: float = 1.0
+    t: float = field(kw_only=True)
+    end: str = field(default="", kw_only=True)
+    decode_ms: float | None = field(default=None, kw_only=True)
+
+
+@dataclass(frozen=True)
+class Digit:
+    """A key: ``via`` "tone" (in-band DTMF), "signal" (RFC 4733, AudioSocket), "typed" (a keyboard)."""
+
+    digit: str
+    t: float = field(kw_only=True)
+    via: str = field(default="signal", kw_only=True)
+    tone_ms: int | None = field(default=None, kw_only=True)
+
+
+@dataclass(frozen=True)
+class Timeout:
+    t: float = field(kw_only=True)
+
+
+@dataclass(frozen=True)
+class PlaybackFinished:
+    play_id: int
+    t: float = field(kw_only=True)
+
+
+@dataclass(frozen=True)
+class TransferFailed:
+    reason: str = ""
+    t: float = field(kw_only=True)
+
+
+@dataclass(frozen=True)
+class CallerHangup:
+    """The caller hung up."""
+
+    t: float = field(kw_only=True)
+
+
+@dataclass(frozen=True)
+class EndCall:
+    """The IVR ends the call: ``reason`` "shutdown" (goodbye, hang up) or "error" (apology, goodbye, hang up)."""
+
+    reason: str
+    t: float = field(kw_only=True)
+
+
+Event = (CallStarted | SpeechPartial | SpeechFinal | Digit | Timeout | PlaybackFinished | TransferFailed
+         | CallerHangup | EndCall)
+
+# --- actions ------------------------------------------------------------------------------------------------
+
+
+class _Record:
+    KIND = ""
+
+    def record(self) -> dict[str, Any]:
+        """The action as a log record: {"type": ..., fields...}."""
+        return {"type": self.KIND, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Play(_Record):
+    """Say ``text``: a prompt (``prompt_id``) or a FAQ answer (``faq_id``). The TTS layer speaks it."""
+
+    play_id: int
+    prompt_id: str | None
+    faq_id: int | None
+    text: str
+    barge_in: bool = True
+    KIND = "play"
+
+
+@dataclass(frozen=True)
+class StopPlayback(_Record):
+    """Stop what is playing now and drop every queued play (the caller barged in)."""
+
+    reason: str = "barge_in"
+    KIND = "stop"
+
+
+@dataclass(frozen=True)
+class Listen(_Record):
+    """What the caller may do now: speak (``speech``), press keys (``digits``). ``timeout`` is the no-input
+    time counted from the end of the plays; ``max_digits`` the longest key entry at this point."""
+
+    speech: bool
+    digits: bool
+    timeout: float
+    inter_digit_timeout: float
+    max_digits: int
+    KIND = "listen"
+
+
+@dataclass(frozen=True)
+class Transfer(_Record):
+    """Hand the call to ``target`` once the plays before it are played out."""
+
+    target: str = OPERATOR
+    KIND = "transfer"
+
+
+@dataclass(frozen=True)
+class HangUp(_Record):
+    """The IVR ends the call once the plays before it are played out."""
+
+    reason: str
+    KIND = "hangup"
+
+
+@dataclass(frozen=True)
+class Log(_Record):
+    """Something worth a line in the call log; ``data`` always carries ``t``."""
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+    KIND = "log"
+
+    def record(self) -> dict[str, Any]:
+        return {"type": self.kind, **self.data}
+
+
+Action = Play | StopPlayback | Listen | Transfer | HangUp | Log
