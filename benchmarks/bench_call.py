@@ -20,7 +20,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ivr.channels.session import CallSession, Resources  # noqa: E402
+from ivr.channels.resources import Resources  # noqa: E402
+from ivr.channels.session import CallSession  # noqa: E402
 from ivr.cli.call import simulate_call  # noqa: E402
 from ivr.core.events import SpeechFinal  # noqa: E402
 from ivr.media.audio import read_audio  # noqa: E402
@@ -76,7 +77,7 @@ def text_turns(res: Resources, n: int) -> list[float]:
         s.start(0.0)
         s.ivr_audio(FRAME, 0.0)
         w0 = time.perf_counter()
-        s._send(SpeechFinal(text, 0.9, t=0.5), 0.5)  # what feed_audio does with a recogniser's final
+        s.call.send(SpeechFinal(text, 0.9, t=0.5))  # what feed_audio does with a recogniser's final
         out.append(first_sound(s, s.ivr_audio(FRAME, 0.52), 26, w0))
     return out
 

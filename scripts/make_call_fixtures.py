@@ -28,7 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ivr.channels.session import Resources  # noqa: E402
+from ivr.channels.resources import Resources  # noqa: E402
 from ivr.media.dtmf import generate  # noqa: E402
 
 OUT = ROOT / "tests" / "fixtures" / "calls"

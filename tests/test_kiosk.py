@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -290,3 +291,23 @@ def test_a_late_worker_does_not_make_the_speaker_lag_for_ever(keys_only):
     while kiosk.step(timeout=None):
         pass
     assert kiosk._ring_seconds() <= 0.04 + 1e-9
+
+
+def test_an_identity_number_typed_at_the_kiosk_is_masked_on_the_display_and_in_the_log(keys_only, tmp_path):
+    """Keypad tones of a 9-digit number: the display shows the keys once the run has ended, masked; so does
+    the visit's log. (Each key on its own line would otherwise spell the number out.)"""
+    from ivr.media.dtmf import generate
+
+    typed = "912345678"
+    lines: list[str] = []
+    kiosk = Kiosk(keys_only, rate=RATE, display=lines.append, log_dir=tmp_path)
+    kiosk.start()
+    tones = generate(typed, RATE, tone_ms=100, gap_ms=100)
+    FakeSoundDevice(np.concatenate([silence(1.0), tones, silence(3.0)])).drive(kiosk)
+    assert [e["digit"] for e in events(kiosk, "key")] == ["•"] * len(typed)  # all nine found, masked
+    keys_shown = [line for line in lines if line.startswith("[phím")]
+    assert keys_shown == ["[phím •]"] * len(typed), lines
+    kiosk.session.hangup(kiosk.t)
+    text = "\n".join(lines) + (tmp_path / f"{kiosk.sessions[0].call_id}.jsonl").read_text(encoding="utf-8")
+    for digit_field in re.findall(r'"(?:digit|keys)": "([^"]*)"', text):
+        assert not re.search(r"\d", digit_field), digit_field

@@ -241,7 +241,7 @@ def answer_file(path, *, model: str | None = None, out: str | None = None, rate:
         audio = TtsCache(Synthesizer.from_config()).get(reply_text, rate)
         try:
             write_wav(out_path, np.asarray(audio), rate)
-        except Exception as exc:
+        except (OSError, RuntimeError) as exc:  # soundfile's errors are RuntimeErrors
             raise IvrError(f"--out {out_path} cannot be written ({exc})", "choose a writable path") from None
         reply_wav = str(out_path)
     t3 = time.perf_counter()

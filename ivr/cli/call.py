@@ -82,7 +82,12 @@ class _Speaker:
             return
         try:
             import sounddevice as sd
+        except OSError as exc:  # the PortAudio library is missing
+            self._warn(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return
+        from ivr.errors import IvrError
 
+        try:
             if self.cache is None:
                 sd.query_devices(kind="output")  # raises when there is no output device
                 from ivr.media.tts import Synthesizer, TtsCache
@@ -90,7 +95,8 @@ class _Speaker:
                 self.cache = TtsCache(Synthesizer.from_config())
             audio = self.cache.get(text, self.rate)
             sd.play(audio, self.rate, blocking=True)
-        except Exception as exc:  # no PortAudio device, no espeak-ng...: keep the conversation going in text
+        except (sd.PortAudioError, OSError, RuntimeError, ValueError, IvrError) as exc:  # no device, no
+            # espeak-ng...: keep the conversation going in text
             self._warn(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
@@ -116,6 +122,7 @@ class ChatCall:
         self.call = resources.new_call(ChatVoice(), sample_rate=ChatVoice.RATE, call_id=call_id, channel="chat",
                                        on_record=self._record)
         self.t = 0.0
+        self._verbose_shown = 0
 
     @property
     def finished(self) -> bool:
@@ -124,8 +131,6 @@ class ChatCall:
     def _record(self, rec: dict) -> None:
         from ivr.channels.transcript import line
 
-        if self.verbose:
-            print(json.dumps(rec, ensure_ascii=False), file=sys.stderr)
         if self.log is not None:
             self.log.write(rec)
         text = line(rec, "chat")
@@ -133,6 +138,15 @@ class ChatCall:
             print(text, file=self.out, flush=True)
         if rec["type"] == "play" and self.speaker:
             self.speaker.say(rec["text"])
+
+    def _print_records(self) -> None:
+        """--verbose: the records on stderr, once settled (the keys of a run still being typed wait)."""
+        if not self.verbose:
+            return
+        settled = self.call.settled
+        for rec in self.call.events[self._verbose_shown:settled]:
+            print(json.dumps(rec, ensure_ascii=False), file=sys.stderr)
+        self._verbose_shown = max(self._verbose_shown, settled)
 
     def start(self) -> None:
         self.call.start(self.t)
@@ -145,11 +159,13 @@ class ChatCall:
             n = max(1, head.left)
             self.call.audio(n, self.t)
             self.t += n / ChatVoice.RATE
+        self._print_records()
 
     def hangup(self) -> None:
         from ivr.core.events import CallerHangup
 
         self.call.send(CallerHangup(t=self.t))
+        self._print_records()
 
     def line(self, text: str) -> None:
         from ivr.core.events import Digit, SpeechFinal
@@ -195,6 +211,14 @@ def cmd_chat(args) -> int:
 
 
 def _chat(call: ChatCall) -> int:
+    try:
+        return _converse(call)
+    finally:
+        call.call.end_input()
+        call._print_records()
+
+
+def _converse(call: ChatCall) -> int:
     interactive = sys.stdin.isatty()
     if interactive:
         print("Gõ câu hỏi, hoặc phím (0-9 * #); dòng trống là im lặng; Ctrl-D để gác máy.", flush=True)
@@ -208,8 +232,10 @@ def _chat(call: ChatCall) -> int:
             call.hangup()
             break
         text = text.rstrip("\n")
-        if not interactive:
-            print(f"Bạn: {text}", flush=True)
+        if not interactive:  # the caller's line echoed, masked like every output
+            from ivr.core.privacy import mask_text
+
+            print(f"Bạn: {mask_text(text)}", flush=True)
         call.line(text)
     return 0
 
@@ -294,7 +320,7 @@ def cmd_call(args) -> int:
     if out is not None:
         try:
             write_wav_stereo(out, caller[:length], ivr, CALL_RATE)  # caller padded with silence if shorter
-        except Exception as exc:
+        except (OSError, RuntimeError) as exc:  # soundfile's errors are RuntimeErrors
             raise IvrError(f"--out {out}: cannot write the recording ({exc})", "give a writable path") from None
     answered = [e["faq_id"] for e in session.events if e["type"] == "answer"]
     if args.json:
@@ -329,12 +355,12 @@ def cmd_report(args) -> int:
     if args.json:
         print(json.dumps(data, ensure_ascii=False, indent=2))
         return 0
-    faq = None
-    try:
-        from ivr.content.faq import load_faq
+    from ivr.content.faq import load_faq
+    from ivr.errors import IvrError
 
+    try:
         faq = load_faq()
-    except Exception:
+    except IvrError:  # the report goes on without the questions' text
         faq = None
     print(report_text(data, faq))
     return 0

@@ -46,7 +46,7 @@ def _generate(args) -> int:
     samples = dtmf.generate(args.generate, args.rate, args.tone_ms, args.gap_ms, args.level)
     try:
         audio.write_wav(args.out, samples, args.rate)
-    except Exception as exc:
+    except (OSError, RuntimeError) as exc:  # soundfile's errors are RuntimeErrors
         raise IvrError(f"cannot write {args.out}: {exc}", "check the directory exists and is writable") from None
     print(f"wrote {args.out}: {len(args.generate)} keys, {len(samples) / args.rate:.2f} s at {args.rate} Hz")
     return 0

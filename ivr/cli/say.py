@@ -88,7 +88,7 @@ def check_output_device() -> None:
                        "sudo apt-get install libportaudio2, or write a file with --out reply.wav") from None
     try:
         device = sd.query_devices(kind="output")
-    except Exception:
+    except (sd.PortAudioError, ValueError):
         device = None
     if not device or not device.get("max_output_channels"):
         raise IvrError("cannot play sound: there is no sound output device on this machine",

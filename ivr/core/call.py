@@ -138,6 +138,10 @@ class Call:
             self.on_record(rec)
         return rec
 
+    def end_input(self) -> None:
+        """No more input is coming (the channel stops here): a run of keys still open ends now."""
+        self._keys.close()
+
     # -- events in -------------------------------------------------------------------------------------------
 
     def start(self, t: float = 0.0) -> list[Action]:
