@@ -36,24 +36,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ivr.core.events import (
-    Action,
-    CallerHangup,
-    CallStarted,
-    Digit,
-    EndCall,
-    Event,
-    HangUp,
-    Listen,
-    Log,
-    Play,
-    PlaybackFinished,
-    SpeechFinal,
-    StopPlayback,
-    Timeout,
-    Transfer,
-    TransferFailed,
-)
+from ivr.core import events as ev
 from ivr.core.playout import Playout
 from ivr.core.privacy import RUN_GAP, KeyRun, mask
 
@@ -99,9 +82,9 @@ class Call:
         self.wall_clock = wall_clock
         self.max_errors = max_errors
         self.events: list[dict] = []
-        self.history: list[tuple[Event, list[Action]]] = []  # every event the dialogue took, and its answer
+        self.history: list[tuple[ev.Event, list[ev.Action]]] = []  # every event the dialogue took, and its answer
         self.transfer_to: str | None = None
-        self.listen: Listen | None = None
+        self.listen: ev.Listen | None = None
         self.errors = 0
         self.playout = Playout()
         self._keys = KeyRun(run_gap)
@@ -144,32 +127,32 @@ class Call:
 
     # -- events in -------------------------------------------------------------------------------------------
 
-    def start(self, t: float = 0.0) -> list[Action]:
+    def start(self, t: float = 0.0) -> list[ev.Action]:
         """The call is answered: the greeting is queued."""
         if self._started:
             return []
         self._started = True
         self.note(t, "start", call_id=self.call_id, channel=self.channel, sample_rate=self.sample_rate,
                   speech=self.speech)
-        return self.send(CallStarted(t=t))
+        return self.send(ev.CallStarted(t=t))
 
-    def send(self, event: Event) -> list[Action]:
+    def send(self, event: ev.Event) -> list[ev.Action]:
         """Take one event; returns the actions the dialogue answered with (already carried out)."""
         if self._ended:
             return []
         t = float(event.t)
-        if isinstance(event, Digit):
+        if isinstance(event, ev.Digit):
             extra = {"tone_ms": event.tone_ms} if event.tone_ms is not None else {}
             self.note(t, "key", digit=event.digit, via=event.via, **extra)
             self._turn = _Turn(t, self._wall(), "key")
-        elif isinstance(event, SpeechFinal):
+        elif isinstance(event, ev.SpeechFinal):
             extra = {"decode_ms": event.decode_ms} if event.decode_ms is not None else {}
             self.note(t, "heard", text=event.text, confidence=round(event.confidence, 3), **extra,
                       **({"end": event.end} if event.end else {}))
             self._turn = _Turn(t, self._wall(), "speech")
-        elif isinstance(event, TransferFailed):
+        elif isinstance(event, ev.TransferFailed):
             self.transfer_to = None
-        elif isinstance(event, EndCall):
+        elif isinstance(event, ev.EndCall):
             if self._ending:
                 return []
             self._ending = True
@@ -179,7 +162,7 @@ class Call:
             self.crash(t, "dialogue", exc)
             return []
         self.history.append((event, actions))
-        if isinstance(event, CallerHangup):
+        if isinstance(event, ev.CallerHangup):
             self.playout.clear()
             self._carry_out(actions, t)
             self._ended = True
@@ -188,15 +171,15 @@ class Call:
         self._carry_out(actions, t)
         return actions
 
-    def tick(self, t: float) -> list[Action]:
-        """Send ``Timeout`` when the dialogue's deadline has passed; end a paused run of keys."""
+    def tick(self, t: float) -> list[ev.Action]:
+        """Send ``ev.Timeout`` when the dialogue's deadline has passed; end a paused run of keys."""
         if self._ended or not self._started:
             return []
         self._keys.expire(t)
         deadline = self.dialogue.deadline
         if deadline is not None and t + 1e-9 >= deadline:
             self.note(t, "timeout", kind=self.dialogue.waiting_for)
-            return self.send(Timeout(t=max(float(t), deadline)))
+            return self.send(ev.Timeout(t=max(float(t), deadline)))
         return []
 
     # -- audio out -------------------------------------------------------------------------------------------
@@ -230,7 +213,7 @@ class Call:
                 self.playout.pop()
                 t_done = t + filled / self.sample_rate
                 self.note(t_done, "play_end", play_id=item.action.play_id)
-                self.send(PlaybackFinished(item.action.play_id, t=t_done))
+                self.send(ev.PlaybackFinished(item.action.play_id, t=t_done))
         if not self.playout.items:
             self._drain_controls(t + len(out) / self.sample_rate)
         return out
@@ -243,7 +226,7 @@ class Call:
         log.warning("call %s: error in %s: %r", self.call_id, where, exc)
         self.note(t, "error", where=where, error=f"{type(exc).__name__}: {exc}"[:300])
         if polite and self.errors >= self.max_errors and not self._ending and not self._ended:
-            self.send(EndCall("error", t=t))
+            self.send(ev.EndCall("error", t=t))
         elif self.errors >= 2 * self.max_errors and not self._ended:
             self._hard_end(t, "error")  # even the apology fails: give up on the call, keep the process
 
@@ -261,7 +244,7 @@ class Call:
         self._ending = True
         self.playout.stop()
         try:
-            actions = self.dialogue.handle(EndCall("error", t=t))
+            actions = self.dialogue.handle(ev.EndCall("error", t=t))
         except Exception as again:  # the dialogue cannot even say goodbye
             log.error("call %s: the error ending failed too: %r", self.call_id, again)
             self._hard_end(t, "error")
@@ -273,25 +256,25 @@ class Call:
     def _wall(self) -> float | None:
         return self.wall_clock() if self.wall_clock is not None else None
 
-    def _carry_out(self, actions: list[Action], t: float) -> None:
+    def _carry_out(self, actions: list[ev.Action], t: float) -> None:
         for a in actions:
-            if isinstance(a, Play):
+            if isinstance(a, ev.Play):
                 self._queue_play(a, t)
-            elif isinstance(a, StopPlayback):
+            elif isinstance(a, ev.StopPlayback):
                 cut, dropped = self.playout.stop()
                 self.note(t, "stop", reason=a.reason, cut=cut, dropped=dropped)
-            elif isinstance(a, Listen):
+            elif isinstance(a, ev.Listen):
                 self.listen = a
                 self.note(t, "listen", **{k: v for k, v in a.record().items() if k != "type"})
-            elif isinstance(a, Transfer | HangUp):
+            elif isinstance(a, ev.Transfer | ev.HangUp):
                 self.playout.add_control(a)
-            elif isinstance(a, Log):
+            elif isinstance(a, ev.Log):
                 rec = a.record()
                 self.note(rec.pop("t", t), rec.pop("type"), **rec)
         if not self.playout.playing:
             self._drain_controls(t)
 
-    def _queue_play(self, play: Play, t: float) -> None:
+    def _queue_play(self, play: ev.Play, t: float) -> None:
         try:
             audio = self.voice.audio(play.text)
         except Exception as exc:  # the engine failed: the play is skipped, the flow goes on
@@ -321,8 +304,8 @@ class Call:
                 return
             self._control(action, t)
 
-    def _control(self, action: Transfer | HangUp, t: float) -> None:
-        if isinstance(action, Transfer):
+    def _control(self, action: ev.Transfer | ev.HangUp, t: float) -> None:
+        if isinstance(action, ev.Transfer):
             self.transfer_to = action.target
             self.note(t, "transfer", target=action.target)
         else:

@@ -31,25 +31,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from ivr.core.events import (
-    Action,
-    CallerHangup,
-    CallStarted,
-    Digit,
-    EndCall,
-    Event,
-    HangUp,
-    Listen,
-    Log,
-    Play,
-    PlaybackFinished,
-    SpeechFinal,
-    SpeechPartial,
-    StopPlayback,
-    Timeout,
-    Transfer,
-    TransferFailed,
-)
+from ivr.core import events as ev
+from ivr.core.events import Action, HangUp, Listen, Log, Play, StopPlayback, Transfer
 from ivr.core.menu import OPERATOR, MenuNode, build_menu
 from ivr.core.settings import DialogueSettings
 
@@ -150,32 +133,32 @@ class Dialogue:
 
     # -- events ----------------------------------------------------------------------------------------------
 
-    def handle(self, event: Event) -> list[Action]:
+    def handle(self, event: ev.Event) -> list[Action]:
         """Take one event, return the actions to carry out in order."""
         t = float(event.t)
-        if isinstance(event, CallerHangup):
+        if isinstance(event, ev.CallerHangup):
             return self._on_hangup(t)
         if self.state == ENDED:
             return []
-        if isinstance(event, EndCall):
+        if isinstance(event, ev.EndCall):
             return self._on_end(event.reason, t)
-        if isinstance(event, CallStarted):
+        if isinstance(event, ev.CallStarted):
             if self.state != IDLE:
                 return [Log("ignored", {"t": t, "event": "call_started", "state": self.state})]
             return self._greet(t)
         if self.state == IDLE:
             return [Log("ignored", {"t": t, "event": type(event).__name__, "reason": "call not started"})]
-        if isinstance(event, PlaybackFinished):
+        if isinstance(event, ev.PlaybackFinished):
             return self._on_playback_finished(event.play_id, t)
-        if isinstance(event, Digit):
+        if isinstance(event, ev.Digit):
             return self._on_digit(event.digit, t)
-        if isinstance(event, SpeechPartial):
+        if isinstance(event, ev.SpeechPartial):
             return self._on_partial(event.text, t)
-        if isinstance(event, SpeechFinal):
+        if isinstance(event, ev.SpeechFinal):
             return self._on_final(event.text, event.confidence, t)
-        if isinstance(event, Timeout):
+        if isinstance(event, ev.Timeout):
             return self._on_timeout(t)
-        if isinstance(event, TransferFailed):
+        if isinstance(event, ev.TransferFailed):
             return self._on_transfer_failed(event.reason, t)
         raise TypeError(f"not a dialogue event: {event!r}")
 

@@ -21,68 +21,65 @@ from ivr.core.menu import OPERATOR
 
 
 @dataclass(frozen=True)
-class CallStarted:
-    t: float = field(kw_only=True)
+class _Event:
+    t: float = field(kw_only=True)  # call time: seconds since the call started
 
 
 @dataclass(frozen=True)
-class SpeechPartial:
+class CallStarted(_Event):
+    pass
+
+
+@dataclass(frozen=True)
+class SpeechPartial(_Event):
     text: str
-    t: float = field(kw_only=True)
 
 
 @dataclass(frozen=True)
-class SpeechFinal:
+class SpeechFinal(_Event):
     """The caller's utterance. ``end``: what ended it ("recogniser", "quiet"); ``decode_ms``: the time the
     recogniser took for the frame that gave it (both only for the call log)."""
 
     text: str
     confidence: float = 1.0
-    t: float = field(kw_only=True)
     end: str = field(default="", kw_only=True)
     decode_ms: float | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)
-class Digit:
+class Digit(_Event):
     """A key: ``via`` "tone" (in-band DTMF), "signal" (RFC 4733, AudioSocket), "typed" (a keyboard)."""
 
     digit: str
-    t: float = field(kw_only=True)
     via: str = field(default="signal", kw_only=True)
     tone_ms: int | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)
-class Timeout:
-    t: float = field(kw_only=True)
+class Timeout(_Event):
+    pass
 
 
 @dataclass(frozen=True)
-class PlaybackFinished:
+class PlaybackFinished(_Event):
     play_id: int
-    t: float = field(kw_only=True)
 
 
 @dataclass(frozen=True)
-class TransferFailed:
+class TransferFailed(_Event):
     reason: str = ""
-    t: float = field(kw_only=True)
 
 
 @dataclass(frozen=True)
-class CallerHangup:
+class CallerHangup(_Event):
     """The caller hung up."""
 
-    t: float = field(kw_only=True)
-
 
 @dataclass(frozen=True)
-class EndCall:
+class EndCall(_Event):
     """The IVR ends the call: ``reason`` "shutdown" (goodbye, hang up) or "error" (apology, goodbye, hang up)."""
 
     reason: str
-    t: float = field(kw_only=True)
 
 
 Event = (CallStarted | SpeechPartial | SpeechFinal | Digit | Timeout | PlaybackFinished | TransferFailed
