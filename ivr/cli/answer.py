@@ -236,9 +236,7 @@ def answer_file(path, *, model: str | None = None, out: str | None = None, rate:
     answer = entry.answer if entry is not None and decision in ("answer", "keys") else None
     reply_wav = None
     if out_path is not None:
-        from ivr.media.tts import Synthesizer, TtsCache
-
-        audio = TtsCache(Synthesizer.from_config()).get(reply_text, rate)
+        audio = res.tts.get(reply_text, rate)
         try:
             write_wav(out_path, np.asarray(audio), rate)
         except (OSError, RuntimeError) as exc:  # soundfile's errors are RuntimeErrors

@@ -31,14 +31,10 @@ def _register_menu(sub) -> None:
 
 
 def cmd_menu(args) -> int:
-    from ivr.channels.resources import load_settings
-    from ivr.content.faq import load_faq
-    from ivr.content.prompts import load_prompts
-    from ivr.core.menu import build_menu, menu_to_json, menu_to_text
+    from ivr.channels.resources import Resources
+    from ivr.core.menu import menu_to_json, menu_to_text
 
-    settings = load_settings()
-    root = build_menu(load_faq(), load_prompts(), operator=settings.operator_enabled,
-                      operator_key=settings.operator_key)
+    root = Resources.load(speech=False).menu
     if args.json:
         print(json.dumps(menu_to_json(root), ensure_ascii=False, indent=2))
     else:
