@@ -97,3 +97,12 @@ def test_ivr_answer_json_masks_a_typed_number(typed_wav, capsys):
     assert not re.search(r"\d{6}", captured.out + captured.err)
     assert main(["answer", str(typed_wav), "--model", "none"]) == 0
     assert not re.search(r"\d{6}", capsys.readouterr().out)
+
+
+def test_ivr_ask_echoes_the_question_masked(capsys):
+    question = "tôi quên mật khẩu, số căn cước 012345678901"
+    assert main(["ask", question, "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["question"] == "tôi quên mật khẩu, số căn cước ••••••••••••"
+    assert main(["ask", question]) == 0
+    assert "012345" not in capsys.readouterr().out

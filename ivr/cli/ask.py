@@ -36,11 +36,14 @@ def register(sub) -> None:
 
 
 def result_object(question: str, result, faq) -> dict:
-    """The JSON shape of one match (also used by other tools that report matches)."""
+    """The JSON shape of one match (also used by other tools that report matches); the question is echoed
+    with identity numbers masked."""
+    from ivr.core.privacy import mask_text
+
     answer = faq.by_id(result.faq_id).answer if result.faq_id is not None else None
     alternatives = [c for c in result.candidates if c.faq_id != result.faq_id][:MAX_ALTERNATIVES]
     return {
-        "question": question,
+        "question": mask_text(question),
         "decision": result.decision,
         "faq_id": result.faq_id,
         "score": round(float(result.score), 4),
@@ -50,7 +53,9 @@ def result_object(question: str, result, faq) -> dict:
 
 
 def _print_readable(question: str, result, faq, out) -> None:
-    print(f"question: {question}", file=out)
+    from ivr.core.privacy import mask_text
+
+    print(f"question: {mask_text(question)}", file=out)
     print(f"decision: {result.decision}   score: {result.score:.3f}", file=out)
     if result.faq_id is not None:
         entry = faq.by_id(result.faq_id)
