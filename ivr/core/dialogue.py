@@ -280,7 +280,7 @@ def load_settings() -> DialogueSettings:
     """``config/dialogue.yaml`` as validated settings."""
     from ivr.content import config
 
-    return DialogueSettings.from_config(config.load("dialogue"))
+    return DialogueSettings.from_config(config.load("dialogue"), source=str(config.path("dialogue")))
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
