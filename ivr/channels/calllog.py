@@ -76,7 +76,12 @@ def mask(value: Any) -> Any:
 
 def safe_name(call_id: str) -> str:
     """A file name for ``call_id`` (SIP call ids carry '@' and other characters)."""
-    name = _UNSAFE_NAME.sub("_", str(call_id)).strip("._") or "call"
+    import unicodedata
+
+    # fold letters to ASCII first ("tiếng việt" -> "tieng_viet"), so only true symbols become "_"
+    folded = unicodedata.normalize("NFD", str(call_id).replace("đ", "d").replace("Đ", "D"))
+    folded = "".join(c for c in folded if not unicodedata.combining(c))
+    name = _UNSAFE_NAME.sub("_", folded).strip("._") or "call"
     return name[:120]
 
 

@@ -185,7 +185,9 @@ def answer_file(path, *, model: str | None = None, out: str | None = None, rate:
     p = Path(path)
     if p.is_file() and p.stat().st_size == 0:
         raise IvrError(f"audio file {p} is empty (0 bytes)", "record or copy the file again")
-    samples, file_rate = read_audio(p)
+    # read block by block and brought down to at most 16 kHz: memory stays small whatever the file's rate,
+    # channel count and length (a 10-minute 192 kHz stereo file took 3.3 GB read whole)
+    samples, file_rate = read_audio(p, max_rate=16000)
     keys = detect(samples, file_rate)
     digits = "".join(k.digit for k in keys)
     speech = samples.copy()

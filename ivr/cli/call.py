@@ -31,12 +31,15 @@ def _register_menu(sub) -> None:
 
 
 def cmd_menu(args) -> int:
+    from ivr.cli.check import check_match, check_tts
     from ivr.content.faq import load_faq
     from ivr.content.prompts import load_prompts
     from ivr.core.dialogue import load_settings
     from ivr.core.menu import build_menu, menu_to_json, menu_to_text
 
     settings = load_settings()
+    check_match()  # what a caller's words are matched with and the menu spoken with: broken -> say so now
+    check_tts()
     root = build_menu(load_faq(), load_prompts(), operator=settings.operator_enabled,
                       operator_key=settings.operator_key)
     if args.json:
@@ -311,13 +314,12 @@ def cmd_call(args) -> int:
 
     from ivr.channels.calllog import default_log_dir
     from ivr.channels.session import Resources
+    from ivr.cli.options import check_output
     from ivr.errors import IvrError
     from ivr.media.audio import read_audio, write_wav_stereo
 
+    out = check_output(args.out)  # before the call runs: a long call must not end in "cannot write"
     caller, _ = read_audio(args.caller, CALL_RATE)
-    out = Path(args.out) if args.out else None
-    if out is not None and out.parent and not out.parent.exists():
-        raise IvrError(f"--out {out}: the directory {out.parent} does not exist", "create it or give another path")
     resources = Resources.load(model_path=args.model, tts_rate=CALL_RATE)
     if resources.model is None:
         print(f"ivr: {resources.speech_note}", file=sys.stderr)

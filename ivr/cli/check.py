@@ -27,18 +27,51 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_check)
 
 
+def _with_line(exc: IvrError, area: str) -> IvrError:
+    """Add the line to an error the settings validators raise as "FILE: ... 'key' ..." / "FILE: key ..."."""
+    import re
+
+    from ivr.content import config
+
+    p = str(config.path(area))
+    if not exc.problem.startswith(p + ":"):
+        return exc
+    rest = exc.problem[len(p) + 1:]
+    m = re.match(r"\s*(?:setting\s+)?'?([A-Za-z_][\w.]*)", rest)
+    if not m:
+        return exc
+    node, key = config.load(area), None
+    parts = m.group(1).split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            break
+        if i == len(parts) - 1 or not isinstance(node[part], dict):
+            key = part
+            break
+        node = node[part]
+    if key is None:
+        return exc
+    return IvrError(f"{config.at(config.path(area), node, key)}:{rest}", exc.fix)
+
+
 def check_match() -> str:
     from ivr.content import config
     from ivr.language.match import check_settings
 
-    check_settings(config.load("match"), source=str(config.path("match")))
+    try:
+        check_settings(config.load("match"), source=str(config.path("match")))
+    except IvrError as exc:
+        raise _with_line(exc, "match") from None
     return "matcher settings"
 
 
 def check_dialogue() -> str:
     from ivr.core.dialogue import load_settings
 
-    load_settings()
+    try:
+        load_settings()
+    except IvrError as exc:
+        raise _with_line(exc, "dialogue") from None
     return "call flow settings"
 
 
@@ -122,7 +155,8 @@ def run_checks(out=sys.stdout) -> list[IvrError]:
         try:
             said = fn()
         except IvrError as exc:
-            problems.append(exc)
+            if all(str(exc) != str(p) for p in problems):  # the menu reads the files checked before it
+                problems.append(exc)
             print(f"FAIL {name}", file=out)
             return
         print(f"ok   {name}" + (f": {said}" if said else ""), file=out)
@@ -143,14 +177,14 @@ def run_checks(out=sys.stdout) -> list[IvrError]:
         from ivr.core.dialogue import load_settings
         from ivr.core.menu import build_menu
 
-        if "faq" not in state or "prompts" not in state:
-            return "not built (fix the FAQ and prompts first)"
+        if problems:  # it is built from the files checked above: their problems would only repeat
+            return "not built (fix the problems above first)"
         s = load_settings()
         build_menu(state["faq"], state["prompts"], operator=s.operator_enabled, operator_key=s.operator_key)
         return "keypad menu built"
 
-    part("faq/", faq)
-    part("prompts/", prompts)
+    part(f"{paths.faq_dir()}/", faq)
+    part(f"{paths.prompts_dir()}/", prompts)
     for area in config.AREAS:
         fn = {"match": check_match, "dialogue": check_dialogue, "tts": check_tts, "asr": check_asr,
               "sip": check_sip}[area]

@@ -10,6 +10,7 @@ names the option, what is wrong and what to write instead, e.g.::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -47,12 +48,18 @@ def check_output(path: str | os.PathLike | None, option: str = "--out") -> Path 
         return None
     p = Path(path)
     if p.is_dir():
-        raise IvrError(f"{option} {p} is a directory", f"give a file name, e.g. {option} {p / 'out.wav'}")
+        raise IvrError(f"{option} {p}: cannot write a file there, it is a directory", f"give a file name, e.g. {option} {p / 'out.wav'}")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
-        raise IvrError(f"{option} {p}: the directory {parent} does not exist", "create it or choose another path")
-    if p.exists() and not os.access(p, os.W_OK):
-        raise IvrError(f"{option} {p}: the file exists and is not writable", "choose another path")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise IvrError(f"{option} {p}: the directory {parent} is not writable", "choose a writable path")
+        raise IvrError(f"{option} {p}: cannot write there, the directory {parent} does not exist", "create it or choose another path")
+    existed = p.exists()
+    try:  # the only sure test (root passes os.access everywhere, /proc refuses new files): try it
+        with open(p, "r+b" if existed else "xb"):
+            pass
+    except OSError as exc:
+        raise IvrError(f"{option} {p}: cannot write it ({exc.strerror})", "choose a writable path") from None
+    finally:
+        if not existed:
+            with contextlib.suppress(OSError):
+                p.unlink()
     return p

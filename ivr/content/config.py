@@ -34,9 +34,9 @@ class Mapping(dict):
 
 
 class DuplicateKey(yaml.YAMLError):
-    def __init__(self, key, line: int, first_line: int):
+    def __init__(self, key, line: int, first_line: int, owner=None):
         super().__init__(f"duplicate key {key!r}")
-        self.key, self.line, self.first_line = key, line, first_line
+        self.key, self.line, self.first_line, self.owner = key, line, first_line, owner
 
 
 class _Loader(_BASE_LOADER):  # type: ignore[misc, valid-type]
@@ -56,7 +56,7 @@ def _construct_mapping(loader, node, deep: bool = False):
             ) from None
         line = key_node.start_mark.line + 1
         if key in out:
-            raise DuplicateKey(key, line, out.lines.get(key, 0))
+            raise DuplicateKey(key, line, out.lines.get(key, 0), out.get("id") if key != "id" else None)
         out[key] = loader.construct_object(value_node, deep=deep)
         out.lines[key] = line
     return out
@@ -116,7 +116,9 @@ def read_yaml(path: Path, missing_fix: str = "check the path") -> Any:
         return yaml.load(text, Loader=_Loader)
     except DuplicateKey as exc:
         first = f" (first at line {exc.first_line})" if exc.first_line else ""
-        raise IvrError(f"{path}, line {exc.line}: key '{exc.key}' is written twice in the same block{first}; "
+        owner = f", entry {exc.owner}" if isinstance(exc.owner, int | str) and not isinstance(exc.owner, bool) \
+            else ""
+        raise IvrError(f"{path}, line {exc.line}{owner}, field '{exc.key}': written twice in the same block{first}; "
                        "YAML would silently keep only the last one",
                        "keep one of the two (merge them), or fix the indentation if one belongs to another "
                        "entry") from None
