@@ -30,9 +30,20 @@ def _warnings_to_terminal() -> None:
     ``ivr: warning: ...``, not through Python's warnings machinery with a source line."""
     import logging
 
+    class _ToStderr(logging.StreamHandler):
+        """Writes to whatever ``sys.stderr`` is at the time (it may be replaced after start-up)."""
+
+        @property
+        def stream(self):
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, _value):
+            pass
+
     log = logging.getLogger("ivr.audio")
     if not log.handlers:
-        handler = logging.StreamHandler()
+        handler = _ToStderr()
         handler.setFormatter(logging.Formatter("ivr: warning: %(message)s"))
         log.addHandler(handler)
         log.propagate = False

@@ -144,10 +144,11 @@ def check_audio_prompts(directory: Path) -> tuple[int, list[IvrError]]:
     return len(files), errors
 
 
-def run_checks(out=sys.stdout) -> list[IvrError]:
+def run_checks(out=None) -> list[IvrError]:
     """Run every check, printing one line per part; returns the problems found."""
     from ivr.content import config, paths
 
+    out = out or sys.stdout
     problems: list[IvrError] = []
     state: dict = {}
 
