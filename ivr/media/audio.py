@@ -397,6 +397,14 @@ def iter_blocks(path, rate: int | None = None, block_seconds: float = 1.0, *,
                      "treated as silence. Re-export the recording if it should hold sound there", p, bad, first_bad)
 
 
+def sample_rate(path) -> int:
+    """The sample rate a sound file declares (for a file :func:`open_audio` has already accepted)."""
+    import soundfile as sf
+
+    with _quiet_stderr():
+        return int(sf.info(str(path)).samplerate)
+
+
 def read_audio(path, rate: int | None = None, *, max_seconds: float = MAX_SECONDS,
                max_rate: int | None = None) -> tuple[np.ndarray, int]:
     """Read a sound file as mono int16 at ``rate`` Hz (or the file's own rate when ``rate`` is None; with
