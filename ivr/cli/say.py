@@ -126,9 +126,8 @@ def prompt_texts(directory: Path | None = None) -> tuple[list[str], int]:
     Templates such as "bấm phím {key}" are completed by the IVR during a call; their completed texts are
     rendered (and cached) then.
     """
-    import yaml
-
     from ivr.content import paths
+    from ivr.content.config import read_yaml
 
     directory = Path(directory) if directory is not None else paths.prompts_dir()
     files = sorted(directory.glob("*.yaml"))
@@ -155,11 +154,7 @@ def prompt_texts(directory: Path | None = None) -> tuple[list[str], int]:
                 walk(value)
 
     for path in files:
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise IvrError(f"{path}: not valid YAML ({exc})", "fix the syntax at the line named") from None
-        walk(data)
+        walk(read_yaml(path))  # the one YAML reader: syntax errors and keys written twice name the line
     return list(dict.fromkeys(texts)), skipped
 
 
