@@ -1,7 +1,7 @@
 """The call log: one JSON-lines file per call, written and flushed event by event, and the report over them.
 
 ``CallLog(log_dir, call_id, channel)`` appends ``{"t": seconds, "type": ..., ...}`` records to
-``<log_dir>/<call_id>.jsonl``. Each line is flushed as it is written, so a crash loses nothing already
+``<log_dir>/<call_id>.jsonl`` (a new file for every call: ``<call_id>-2.jsonl`` ... when the name is taken). Each line is flushed as it is written, so a crash loses nothing already
 logged. The default directory is ``logs/`` under the product's home (``IVR_LOG_DIR`` moves it).
 
 Personal numbers never reach the file: a run of 6 or more digits (an identity card or phone number), in
@@ -80,6 +80,19 @@ def safe_name(call_id: str) -> str:
     return name[:120]
 
 
+def _create_unique(directory: Path, name: str):
+    """A new file ``<name>.jsonl`` in ``directory``, or ``<name>-2.jsonl`` ... when that name is taken (two
+    Call-IDs that differ only in punctuation, or one Call-ID used twice): one call never writes into
+    another's log."""
+    for n in range(1, 10000):
+        path = directory / (f"{name}.jsonl" if n == 1 else f"{name}-{n}.jsonl")
+        try:
+            return path, open(path, "x", encoding="utf-8")  # noqa: SIM115 - kept open for the call
+        except FileExistsError:
+            continue
+    raise OSError(f"too many logs named {name}")
+
+
 def _is_key(record: dict) -> bool:
     return record.get("type") == "key" and str(record.get("digit", "")) in "0123456789" and record.get("digit")
 
@@ -89,11 +102,11 @@ class CallLog:
 
     def __init__(self, log_dir: Path | str, call_id: str, channel: str = "", run_gap: float = RUN_GAP):
         self.dir = Path(log_dir)
-        self.path = self.dir / f"{safe_name(call_id)}.jsonl"
         self.run_gap = run_gap
+        self.path = self.dir / f"{safe_name(call_id)}.jsonl"
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the call
+            self.path, self._fh = _create_unique(self.dir, safe_name(call_id))
         except OSError as exc:
             raise IvrError(f"cannot write the call log {self.path} ({exc.strerror or exc})",
                            f"make {self.dir} writable, or choose another directory (--log-dir or "

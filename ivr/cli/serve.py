@@ -75,10 +75,18 @@ def options_from(args: argparse.Namespace):
     allow = conf.get("allow") or []
     if not isinstance(allow, list):
         raise IvrError(f"config/sip.yaml: allow = {allow!r} is not a list", "write it like [10.0.0.0/24]")
+    media_networks = conf.get("media_networks") or []
+    if not isinstance(media_networks, list):
+        raise IvrError(f"config/sip.yaml: media_networks = {media_networks!r} is not a list",
+                       "write it like [10.0.0.0/24]")
     opts = ServeOptions(
         sip=hostport(pick(args.sip, "sip", "127.0.0.1:5060"), "--sip"),
         audiosocket=hostport(pick(args.audiosocket, "audiosocket", "127.0.0.1:9092"), "--audiosocket"),
         max_calls=number(args.max_calls, "max_calls", 50, int),
+        max_pending=number(None, "max_pending", 20, int),
+        max_pending_per_source=number(None, "max_pending_per_source", 4, int),
+        uuid_timeout=number(None, "uuid_timeout_seconds", 3.0),
+        media_networks=[str(n) for n in media_networks],
         rtp_ports=port_range(pick(args.rtp_ports, "rtp_ports", "20000-20999")),
         allow=[str(a) for a in allow] + list(args.allow or []),
         operator_uri=pick(args.operator_uri, "operator_uri", None),
@@ -96,6 +104,7 @@ def options_from(args: argparse.Namespace):
         raise IvrError("both --sip and --audiosocket are off: nothing to serve", "enable at least one listener")
     if opts.operator_uri and not str(opts.operator_uri).startswith(("sip:", "sips:")):
         raise IvrError(f"--operator-uri {opts.operator_uri!r} is not a SIP URI", "write it like sip:operator@10.0.0.5")
+    AllowList.parse(opts.media_networks, loopback=False, what="config/sip.yaml: media_networks")
     allow = AllowList.parse(opts.allow)
     for name, addr in (("--sip", opts.sip), ("--audiosocket", opts.audiosocket)):
         if addr and not allow.allows(addr[0]) and not opts.allow:

@@ -253,12 +253,20 @@ class SessionWorker:
 
 @dataclass
 class CallLimiter:
-    """Calls in progress across both listeners; ``draining`` refuses new ones."""
+    """Calls in progress across both listeners; ``draining`` refuses new ones.
+
+    A call holds a slot only once it is confirmed (SIP ACK, AudioSocket UUID). Before that it is *pending*:
+    pending INVITEs and unidentified AudioSocket connections are bounded on their own, in all and per source
+    address, so callers that never confirm cannot take the slots of real calls.
+    """
 
     max_calls: int = 50
     active: int = 0
     draining: bool = False
     total: int = 0
+    max_pending: int = 20
+    max_pending_per_source: int = 4
+    pending: dict[str, int] = field(default_factory=dict)
 
     def try_acquire(self) -> str | None:
         """None when a call may start (and count it), else why not: "draining" | "busy"."""
@@ -273,21 +281,43 @@ class CallLimiter:
     def release(self) -> None:
         self.active = max(0, self.active - 1)
 
+    def try_pending(self, source: str) -> str | None:
+        """None when an unconfirmed call from ``source`` may wait (and count it), else "draining" | "busy"."""
+        if self.draining:
+            return "draining"
+        if self.active >= self.max_calls or sum(self.pending.values()) >= self.max_pending:
+            return "busy"
+        if self.pending.get(source, 0) >= self.max_pending_per_source:
+            return "busy"
+        self.pending[source] = self.pending.get(source, 0) + 1
+        return None
+
+    def release_pending(self, source: str) -> None:
+        n = self.pending.get(source, 0) - 1
+        if n > 0:
+            self.pending[source] = n
+        else:
+            self.pending.pop(source, None)
+
+    @property
+    def n_pending(self) -> int:
+        return sum(self.pending.values())
+
 
 @dataclass
 class AllowList:
     networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
 
     @classmethod
-    def parse(cls, items: list[str] | None) -> AllowList:
+    def parse(cls, items: list[str] | None, loopback: bool = True, what: str = "--allow") -> AllowList:
         from ivr.errors import IvrError
 
-        nets = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
+        nets = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")] if loopback else []
         for item in items or []:
             try:
-                nets.append(ipaddress.ip_network(item.strip(), strict=False))
+                nets.append(ipaddress.ip_network(str(item).strip(), strict=False))
             except ValueError:
-                raise IvrError(f"--allow {item!r} is not an address or CIDR network",
+                raise IvrError(f"{what} {item!r} is not an address or CIDR network",
                                "write it like 192.0.2.10 or 10.0.0.0/8") from None
         return cls(nets)
 
@@ -306,6 +336,10 @@ class ServeOptions:
     sip: tuple[str, int] | None = ("127.0.0.1", 5060)
     audiosocket: tuple[str, int] | None = ("127.0.0.1", 9092)
     max_calls: int = 50
+    max_pending: int = 20  # INVITEs not yet ACKed + AudioSocket connections without a UUID, in all
+    max_pending_per_source: int = 4  # ... and from one source address
+    uuid_timeout: float = 3.0  # an AudioSocket connection that sends no UUID for this long is closed
+    media_networks: list[str] = field(default_factory=list)  # RTP may go there at once (an RTP proxy)
     rtp_ports: tuple[int, int] = (20000, 20999)
     allow: list[str] = field(default_factory=list)
     operator_uri: str | None = None
@@ -324,7 +358,8 @@ class PhoneServer:
     def __init__(self, options: ServeOptions, factory: SessionFactory):
         self.options = options
         self.factory = factory
-        self.limiter = CallLimiter(max_calls=options.max_calls)
+        self.limiter = CallLimiter(max_calls=options.max_calls, max_pending=options.max_pending,
+                                   max_pending_per_source=options.max_pending_per_source)
         self.allow = AllowList.parse(options.allow)
         self.sip = None
         self.audiosocket = None
@@ -340,13 +375,16 @@ class PhoneServer:
         if opts.sip:
             settings = SipSettings(host=opts.sip[0], port=opts.sip[1], rtp_ports=opts.rtp_ports, ring=opts.ring,
                                    operator_uri=opts.operator_uri, t1=opts.t1, t2=opts.t2,
-                                   media_timeout=opts.media_timeout, public_ip=opts.public_ip)
+                                   media_timeout=opts.media_timeout, public_ip=opts.public_ip,
+                                   media_networks=AllowList.parse(opts.media_networks, loopback=False,
+                                                                  what="media_networks"))
             self.sip = SipServer(settings, self.factory, self.limiter, self.allow, self.clock)
             await self.sip.start()
         if opts.audiosocket:
             self.audiosocket = AudioSocketServer(opts.audiosocket[0], opts.audiosocket[1], self.factory,
                                                  self.limiter, self.allow, self.clock,
-                                                 idle_timeout=opts.media_timeout)
+                                                 idle_timeout=opts.media_timeout,
+                                                 uuid_timeout=opts.uuid_timeout)
             await self.audiosocket.start()
 
     def addresses(self) -> dict[str, str]:
