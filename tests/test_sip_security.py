@@ -186,7 +186,8 @@ def test_unconfirmed_invites_take_no_call_slot_session_or_log(factory, tmp_path)
         # un-ACKed INVITEs end at timer H (64 * T1 = 6.4 s here): then nothing of any call is left
         sip = srv.server.sip
         assert wait(lambda: srv.call(lambda: (len(sip.calls), len(sip.used_ports), srv.server.limiter.active,
-                                              srv.server.limiter.n_pending)) == (0, 0, 0, 0), 15)
+                                              srv.server.limiter.n_pending)) == (0, 0, 0, 0), 15), \
+            srv.call(lambda: ([c.state for c in sip.calls.values()], sip.used_ports, srv.server.limiter))
         assert wait(lambda: factory.sessions[good.call_id].ended)
         assert open_log_fds(tmp_path / "logs") == []
     finally:

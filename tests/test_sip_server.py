@@ -13,8 +13,9 @@ from sipp.tone_session import ToneFactory
 from test_sip_message import CORPUS
 
 from ivr.phone import rtp
-from ivr.phone.serve import PREFETCH, AllowList
+from ivr.phone.admission import AllowList
 from ivr.phone.sip.message import parse_via
+from ivr.phone.worker import PREFETCH
 
 
 @pytest.fixture

@@ -53,7 +53,8 @@ def port_range(text: str) -> tuple[int, int]:
 
 def options_from(args: argparse.Namespace):
     from ivr.content import config
-    from ivr.phone.serve import AllowList, ServeOptions
+    from ivr.phone.admission import AllowList
+    from ivr.phone.server import ServeOptions
 
     conf = config.load("sip")
 
@@ -83,8 +84,8 @@ def options_from(args: argparse.Namespace):
         sip=hostport(pick(args.sip, "sip", "127.0.0.1:5060"), "--sip"),
         audiosocket=hostport(pick(args.audiosocket, "audiosocket", "127.0.0.1:9092"), "--audiosocket"),
         max_calls=number(args.max_calls, "max_calls", 50, int),
-        max_pending=number(None, "max_pending", 20, int),
-        max_pending_per_source=number(None, "max_pending_per_source", 4, int),
+        max_pending=number(None, "max_pending", 40, int),
+        max_pending_per_source=number(None, "max_pending_per_source", 20, int),
         uuid_timeout=number(None, "uuid_timeout_seconds", 3.0),
         media_networks=[str(n) for n in media_networks],
         rtp_ports=port_range(pick(args.rtp_ports, "rtp_ports", "20000-20999")),
@@ -146,7 +147,7 @@ def session_factory(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from ivr.phone.serve import run as serve_run
+    from ivr.phone.server import run as serve_run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)

@@ -108,6 +108,8 @@ class AudioSocketServer:
         self.calls: dict[str, object] = {}
         self.workers: dict[str, object] = {}
         self.stats = {"calls": 0, "bad": 0, "refused": 0}
+        self.closing: set[asyncio.Future] = set()  # sessions of ended calls still being let go
+        self._handlers: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self.handle, self.host, self.port)
@@ -118,11 +120,27 @@ class AudioSocketServer:
             self.server.close()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._handlers.add(task)
+        try:
+            await self._handle(reader, writer)
+        finally:
+            self._handlers.discard(task)
+
+    async def close(self) -> None:
+        """Stop listening and end every connection's handler (shutdown, after the calls were hung up)."""
+        self.stop_listening()
+        for task in list(self._handlers):
+            task.cancel()
+        if self._handlers:
+            await asyncio.wait(list(self._handlers), timeout=2.0)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         import logging
 
         import numpy as np
 
-        from ivr.phone.serve import SessionWorker
+        from ivr.phone.worker import SessionWorker
 
         log = logging.getLogger("ivr.phone.audiosocket")
         peer = writer.get_extra_info("peername") or ("?", 0)
@@ -159,9 +177,15 @@ class AudioSocketServer:
                 return
             slot = True
             self.stats["calls"] += 1
+            def ivr_hung_up() -> None:  # the worker's signal: the IVR's last frame was sent
+                if not writer.is_closing():
+                    writer.write(encode(KIND_HANGUP))
+                    writer.close()
+
             worker = SessionWorker(self.factory, call_id, "audiosocket",
                                    lambda pcm: pcm.astype("<i2").tobytes(),
-                                   lambda data: np.frombuffer(data, dtype="<i2").astype(np.int16))
+                                   lambda data: np.frombuffer(data, dtype="<i2").astype(np.int16),
+                                   on_drained=ivr_hung_up)
             self.workers[call_key] = (worker, writer)
             worker.start()
 
@@ -174,10 +198,8 @@ class AudioSocketServer:
                     log.info("call %s: peer does not read its audio, ending the call", call_id)
                     writer.close()
                     return
-                writer.write(encode(KIND_AUDIO, payload))
-                if worker.drained:
-                    writer.write(encode(KIND_HANGUP))
-                    writer.close()
+                if frame is not None or not worker.ivr_ended:
+                    writer.write(encode(KIND_AUDIO, payload))
 
             token = self.clock.subscribe(tick)
             while True:
@@ -205,6 +227,8 @@ class AudioSocketServer:
                 self.clock.unsubscribe(token)
             if worker is not None:
                 worker.hangup()  # tells the session unless it hung up itself
+                self.closing.add(worker.finished)
+                worker.finished.add_done_callback(self.closing.discard)
             self.workers.pop(call_key, None)
             if pending:
                 self.limiter.release_pending(peer[0])
@@ -217,9 +241,6 @@ class AudioSocketServer:
         for worker, _ in list(self.workers.values()):
             worker.goodbye()
 
-    def drained_all(self) -> bool:
-        return all(worker.drained for worker, _ in self.workers.values())
-
     def hang_up_all(self) -> None:
         for _, writer in list(self.workers.values()):
             if not writer.is_closing():
@@ -227,4 +248,5 @@ class AudioSocketServer:
                 writer.close()
 
     def active(self) -> int:
-        return len(self.workers)
+        """Calls in progress and connections still waiting for their call UUID."""
+        return len(self._handlers)

@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 
-from ivr.phone.serve import PhoneServer, ServeOptions
+from ivr.phone.server import PhoneServer, ServeOptions
 from ivr.phone.sip.message import SipMessage, SipParseError, parse
 
 

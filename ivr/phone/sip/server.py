@@ -43,10 +43,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ivr.phone import rtp
-from ivr.phone.serve import AllowList, CallLimiter, SessionFactory, SessionWorker
+from ivr.phone.admission import AllowList, CallLimiter
+from ivr.phone.clock import MediaClock
 from ivr.phone.sip import sdp
 from ivr.phone.sip.dialog import T1, T2, Dialog, new_tag, response_address, stamp_via
 from ivr.phone.sip.message import SipMessage, SipParseError, make_response, parse, parse_via
+from ivr.phone.worker import SessionFactory, SessionWorker
 
 log = logging.getLogger("ivr.phone.sip")
 
@@ -89,6 +91,7 @@ class ClientTransaction:
 
     def start(self) -> None:
         self.server.client_txns[self.branch] = self
+        self.server.txns_idle.clear()
         self.server.send(self.data, self.dest)
         self._arm()
 
@@ -118,6 +121,8 @@ class ClientTransaction:
         if self._handle:
             self._handle.cancel()
         self.server.client_txns.pop(self.branch, None)
+        if not self.server.client_txns:
+            self.server.txns_idle.set()
         try:
             self.on_final(resp)
         except Exception:
@@ -244,7 +249,7 @@ class SipCall:
         self._timers: list[asyncio.TimerHandle] = []
         self._retx_interval = server.settings.t1
         self.transfer_state: str | None = None  # None | "pending" | "accepted" | "done"
-        self.transfer_deadline = 0.0
+        self._transfer_timer: asyncio.TimerHandle | None = None
         self.end_reason = ""
         self.hangup_sent = False
         self.pending = True  # holds a pending (unconfirmed) place in the limiter until ACK or the end
@@ -304,26 +309,23 @@ class SipCall:
         self.has_slot = True
         codec = self.negotiated.codec
         self.worker = SessionWorker(server.factory, self.call_id, "sip",
-                                    lambda pcm: rtp.encode(pcm, codec), lambda data: rtp.decode(data, codec))
+                                    lambda pcm: rtp.encode(pcm, codec), lambda data: rtp.decode(data, codec),
+                                    on_drained=self._ivr_hung_up, on_transfer=self.start_transfer)
         self.worker.start()
         if self.rtp:
             self.rtp.last_rx = time.monotonic()
         self.clock_token = self.server.clock.subscribe(self.rtp.tick) if self.rtp else None
 
     def after_tick(self, now: float) -> None:
-        """Checks done at every media tick: the IVR hung up, a transfer request, silence from the caller."""
-        worker = self.worker
-        if self.state != "confirmed" or worker is None:
-            return
-        if worker.drained:
-            self.hang_up(worker.failed or "ivr hung up")
-        elif worker.transfer_to and self.transfer_state is None:
-            self.start_transfer(worker.transfer_to)
-        elif self.transfer_state in ("pending", "accepted") and now > self.transfer_deadline:
-            self.transfer_result(False, "no transfer result in time")
-        elif (self.rtp and self.negotiated and self.negotiated.direction in ("sendrecv", "recvonly")
-              and now - self.rtp.last_rx > self.server.settings.media_timeout):
-            self.hang_up("no media from the caller")  # (a caller on hold sends none: not counted)
+        """Checked at every media tick: silence from the caller (a caller on hold sends none: not counted)."""
+        if (self.state == "confirmed" and self.rtp and self.negotiated
+                and self.negotiated.direction in ("sendrecv", "recvonly")
+                and now - self.rtp.last_rx > self.server.settings.media_timeout):
+            self.hang_up("no media from the caller")
+
+    def _ivr_hung_up(self) -> None:
+        """The worker's signal: the IVR hung up and its last frame was sent."""
+        self.hang_up(self.worker.failed if self.worker and self.worker.failed else "ivr hung up")
 
     def hang_up(self, reason: str) -> None:
         """The IVR ends the call: BYE (retransmitted until answered) and clean-up. The dialog is kept until
@@ -360,9 +362,10 @@ class SipCall:
         if self.state in ("ending", "ended"):
             return
         if self.rtp and self.rtp.sender:
-            log.info("call %s ended (%s): %d RTP packets sent, %d frames not ready in time, %d received, %d ignored",
+            log.info("call %s ended (%s): %d RTP packets sent, %d frames not ready in time, %d received, %d ignored, %d dropped",
                      self.call_id, self.end_reason or self.state, self.rtp.sender.sent,
-                     self.worker.underruns if self.worker else 0, self.rtp.received, self.rtp.ignored)
+                     self.worker.underruns if self.worker else 0, self.rtp.received, self.rtp.ignored,
+                     self.rtp.dropped)
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
@@ -372,35 +375,48 @@ class SipCall:
         if self.rtp:
             self.rtp.close()
             self.server.release_port(self.rtp_port)
+        if self._transfer_timer:
+            self._transfer_timer.cancel()
         if self.worker:
             if not self.worker.started:
                 self.worker.stop()
             else:  # tells the session unless it hung up itself
                 self.worker.hangup()
+            closing = self.server.closing
+            closing.add(self.worker.finished)
+            self.worker.finished.add_done_callback(closing.discard)
+            self.worker = None  # nothing of the call is kept once the session is let go
         self._release_pending()
         if self.has_slot:
             self.has_slot = False
             self.server.limiter.release()
 
     # -- transfer ----------------------------------------------------------------------------------
-    def start_transfer(self, target: str) -> None:
+    def start_transfer(self, target: str, context: dict | None = None) -> None:
+        """The worker's signal: the dialogue asks for the operator. REFER with what the caller asked."""
+        if self.state != "confirmed" or self.transfer_state is not None or self.worker is None:
+            return
         uri = self.server.settings.operator_uri
         if not uri:
             log.info("call %s: transfer asked but no operator URI configured", self.call_id)
-            self.transfer_state = None
             self.worker.transfer_failed("no operator URI configured (--operator-uri)")
             return
         self.transfer_state = "pending"
-        self.transfer_deadline = time.monotonic() + self.server.settings.transfer_timeout
-        refer = self.dialog.request("REFER", self.server.via_host, self.server.port, self.server.contact,
-                                    [("Refer-To", f"<{uri}>"), ("Referred-By", f"<{self.dialog.local_uri}>"),
-                                     ("User-Agent", USER_AGENT)])
+        self._transfer_timer = self.server.loop.call_later(
+            self.server.settings.transfer_timeout, self.transfer_result, False, "no transfer result in time")
+        headers = [("Refer-To", f"<{uri}>"), ("Referred-By", f"<{self.dialog.local_uri}>"),
+                   ("User-Agent", USER_AGENT)]
+        headers += context_headers(context or {})
+        refer = self.dialog.request("REFER", self.server.via_host, self.server.port, self.server.contact, headers)
+        self.worker.note("transfer_outcome", outcome="attempted", target=uri)
 
         def on_final(resp: SipMessage | None) -> None:
             if self.state != "confirmed" or self.transfer_state != "pending":
                 return
             if resp is not None and 200 <= (resp.status or 0) < 300:
                 self.transfer_state = "accepted"
+                if self.worker:
+                    self.worker.note("transfer_outcome", outcome="accepted", status=resp.status)
             else:
                 self.transfer_result(False, f"REFER answered {resp.status if resp else 'never'}")
 
@@ -410,18 +426,36 @@ class SipCall:
         if self.transfer_state not in ("pending", "accepted"):
             return
         log.info("call %s: transfer %s (%s)", self.call_id, "done" if ok else "failed", why)
+        if self._transfer_timer:
+            self._transfer_timer.cancel()
+            self._transfer_timer = None
         if ok:
             self.transfer_state = "done"
+            if self.worker:
+                self.worker.note("transfer_outcome", outcome="completed", detail=why)
             self.hang_up("transferred")
         else:
             self.transfer_state = None
             if self.worker:
+                self.worker.note("transfer_outcome", outcome="failed", reason=why)
                 self.worker.transfer_failed(why)
+
+
+def context_headers(context: dict) -> list[tuple[str, str]]:
+    """``X-IVR-*`` headers for the operator: what the caller asked (identity digits already masked)."""
+    names = {"transcript": "X-IVR-Transcript", "entry": "X-IVR-Entry", "path": "X-IVR-Menu-Path"}
+    out = []
+    for key, name in names.items():
+        value = context.get(key)
+        if value:
+            safe = "".join(c if c.isprintable() else " " for c in str(value)).strip()[:200]
+            out.append((name, safe))
+    return out
 
 
 class SipServer(asyncio.DatagramProtocol):
     def __init__(self, settings: SipSettings, factory: SessionFactory, limiter: CallLimiter,
-                 allow: AllowList, clock: rtp.MediaClock):
+                 allow: AllowList, clock: MediaClock):
         self.settings = settings
         self.factory = factory
         self.limiter = limiter
@@ -431,6 +465,9 @@ class SipServer(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.calls: dict[str, SipCall] = {}
         self.client_txns: dict[str, ClientTransaction] = {}
+        self.txns_idle = asyncio.Event()
+        self.txns_idle.set()
+        self.closing: set[asyncio.Future] = set()  # sessions of ended calls still being let go
         self.used_ports: set[int] = set()
         self.port = settings.port
         self.via_host = settings.public_ip or settings.host
@@ -790,6 +827,10 @@ class SipServer(asyncio.DatagramProtocol):
 
     def pending_requests(self) -> int:
         return len(self.client_txns)
+
+    async def requests_done(self) -> None:
+        """Returns when every request the IVR sent (BYE, REFER) has its final answer or timed out."""
+        await self.txns_idle.wait()
 
 
 def _tag(value: str | None) -> str | None:
