@@ -304,6 +304,15 @@ def test_operator_transfer_refer_accepted(serve, menu):
     (log,) = ivr.logs()
     assert [e["target"] for e in events_of(log, "transfer")] == ["operator"]
     assert not events_of(log, "transfer_failed")
+    # the outcome, in call time that never runs backwards
+    assert [e["outcome"] for e in events_of(log, "transfer_outcome")] == ["attempted", "accepted", "completed"]
+    times = [e["t"] for e in log]
+    assert times == sorted(times), str([(e["t"], e["type"]) for e in log])
+    assert refer.get("X-IVR-Menu-Path") == "0"  # the context for the operator
+    from ivr.channels.calllog import report
+
+    data = report([ivr.log_dir])
+    assert (data["calls"], data["transfers"], data["transfers_completed"], data["transfers_failed"]) == (1, 1, 1, 0)
 
 
 def test_operator_transfer_refused_goes_back_to_the_menu(serve):
@@ -328,6 +337,12 @@ def test_operator_transfer_refused_goes_back_to_the_menu(serve):
     (log,) = ivr.logs()
     (failed,) = events_of(log, "transfer_failed")
     assert "603" in failed["reason"]
+    outcomes = events_of(log, "transfer_outcome")
+    assert [e["outcome"] for e in outcomes] == ["attempted", "failed"] and "603" in outcomes[-1]["reason"]
+    from ivr.channels.calllog import report
+
+    data = report([ivr.log_dir])
+    assert (data["transfers"], data["transfers_completed"], data["transfers_failed"]) == (1, 0, 1)
     assert any(p["t"] >= failed["t"] for p in events_of(log, "play"))  # the apology and the menu again
 
 

@@ -334,3 +334,26 @@ def test_draining_instance_answers_options_503(factory):
     finally:
         c.close()
         srv.close()
+
+
+# ---------------------------------------------------------------- handoff context
+
+
+def test_handoff_context_headers_carry_the_question_with_identity_digits_masked():
+    from ivr.phone.sip.server import context_headers
+    from ivr.phone.worker import transfer_context
+
+    events = [{"t": 0.0, "type": "start"}, {"t": 1.0, "type": "menu", "topic": "chung-thu"},
+              {"t": 2.0, "type": "digit", "digit": "2"},
+              {"t": 3.0, "type": "speech", "text": "số căn cước của tôi là 012345678901\r\nX-Evil: 1"},
+              {"t": 3.1, "type": "match", "faq_id": 7, "decision": "confirm"},
+              {"t": 4.0, "type": "digit", "digit": "0"}]
+    headers = dict(context_headers(transfer_context(events)))
+    assert headers["X-IVR-Entry"] == "7"
+    assert headers["X-IVR-Menu-Path"] == "chung-thu 2 0"
+    transcript = headers["X-IVR-Transcript"]
+    assert "012345678901" not in transcript and "••••" in transcript and transcript.startswith("số căn cước")
+    assert "\r" not in transcript and "\n" not in transcript  # no header injection
+    typed = dict(context_headers(transfer_context([{"t": 1.0 + i / 10, "type": "digit", "digit": d}
+                                                   for i, d in enumerate("0912345678")])))
+    assert "0912345678" not in typed["X-IVR-Menu-Path"].replace(" ", "")

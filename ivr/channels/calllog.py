@@ -10,8 +10,10 @@ another (gaps under ``run_gap`` seconds) are held back until the run ends, so th
 digit keys is written masked. Held-back lines are written when the run ends (another kind of input, a
 pause, or the end of the call): at most the keys still being typed wait in memory.
 
-``report(log_dir)`` summarises a directory of logs (``ivr report``): unanswered questions with counts,
-answers per FAQ entry, calls, transfers, mean call length. A truncated last line (a crash mid-write) is
+``report(log_dir)`` summarises a directory of logs, or several (``ivr report DIR1 DIR2``): unanswered
+questions with counts, answers per FAQ entry, calls, transfers asked for and their outcome (records
+``transfer_outcome`` with ``outcome`` attempted / accepted / completed / failed, written by the phone
+channel), mean call length. A truncated last line (a crash mid-write) is
 skipped.
 """
 
@@ -197,20 +199,27 @@ def read_log(path: Path | str) -> list[dict]:
     return out
 
 
-def report(log_dir: Path | str) -> dict[str, Any]:
-    """Figures over every ``*.jsonl`` call log in ``log_dir``."""
-    d = Path(log_dir)
-    if not d.exists():
-        raise IvrError(f"log directory {d} does not exist", "give the directory the calls were logged in")
-    if not d.is_dir():
-        raise IvrError(f"{d} is a file, not a log directory", "give the directory holding the *.jsonl call logs")
-    files = sorted(d.glob("*.jsonl"))
+def report(log_dir: Path | str | list | tuple) -> dict[str, Any]:
+    """Figures over every ``*.jsonl`` call log in ``log_dir`` (or in each of several directories: the logs
+    of several ``ivr serve`` instances). A log holding nothing but its header line is no call (a call that
+    was never answered) and is not counted."""
+    dirs = [Path(x) for x in log_dir] if isinstance(log_dir, list | tuple) else [Path(log_dir)]
+    files = []
+    for d in dirs:
+        if not d.exists():
+            raise IvrError(f"log directory {d} does not exist", "give the directory the calls were logged in")
+        if not d.is_dir():
+            raise IvrError(f"{d} is a file, not a log directory",
+                           "give the directory holding the *.jsonl call logs")
+        files += sorted(d.glob("*.jsonl"))
     unanswered: Counter[str] = Counter()
     answers: Counter[int] = Counter()
     lengths: list[float] = []
     transfers = 0
+    outcomes: Counter[str] = Counter()
     errors = 0
     calls = 0
+    not_calls = 0
     skipped: list[str] = []  # files that hold no call log (unreadable, or no valid line at all)
     for path in files:
         try:
@@ -219,6 +228,9 @@ def report(log_dir: Path | str) -> dict[str, Any]:
             records = []
         if not records:
             skipped.append(path.name)
+            continue
+        if all(rec.get("type") == "call" for rec in records):
+            not_calls += 1
             continue
         calls += 1
         last_t = 0.0
@@ -234,12 +246,19 @@ def report(log_dir: Path | str) -> dict[str, Any]:
                 unanswered[unicodedata.normalize("NFC", str(rec["text"]))] += 1
             elif kind == "transfer":
                 transfers += 1
+            elif kind == "transfer_outcome" and rec.get("outcome") in ("accepted", "completed", "failed"):
+                outcomes[str(rec["outcome"])] += 1
             elif kind == "error":
                 errors += 1
         lengths.append(last_t)
     return {
         "calls": calls,
-        "transfers": transfers,
+        "transfers": transfers,  # attempts: the caller asked for a person
+        "transfers_accepted": outcomes["accepted"],  # the PBX took the REFER
+        "transfers_completed": outcomes["completed"],  # the operator leg answered
+        "transfers_failed": outcomes["failed"],
+        "not_calls": not_calls,  # logs of calls never answered (older versions wrote them)
+        "log_dirs": [str(d) for d in dirs],
         "errors": errors,
         "mean_call_seconds": round(sum(lengths) / len(lengths), 2) if lengths else 0.0,
         "answers": {str(k): v for k, v in sorted(answers.items())},
@@ -251,7 +270,8 @@ def report(log_dir: Path | str) -> dict[str, Any]:
 def report_text(data: dict[str, Any], faq=None) -> str:
     """The report for people."""
     lines = [
-        f"calls: {data['calls']}   transfers to an operator: {data['transfers']}   "
+        f"calls: {data['calls']}   transfers to an operator: {data['transfers']} asked, "
+        f"{data.get('transfers_completed', 0)} completed, {data.get('transfers_failed', 0)} failed   "
         f"mean call length: {data['mean_call_seconds']:.1f} s   errors: {data['errors']}",
         "",
         "answers given per FAQ entry:",

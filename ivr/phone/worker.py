@@ -143,6 +143,7 @@ class SessionWorker:
         # pool-thread side: what has been signalled already
         self._ended_sent = False
         self._transfer_sent = False
+        self._last_t = 0.0  # latest call time given to the session for a control event
         # loop side
         self.ivr_ended = False  # the IVR hung up (signalled from the pool thread)
         self._drained_sent = False
@@ -262,6 +263,20 @@ class SessionWorker:
             self._job(job)
         self._pool.schedule(self)  # more to do: back in the line behind the other calls
 
+    def _after(self, session, t: float) -> float:
+        """``t``, or the time of the session's latest record if that is later: the session's audio runs up
+        to PREFETCH frames ahead of the clock, and a control event (hang-up, transfer outcome, goodbye)
+        must not be logged before what the session already logged. Call time never runs backwards."""
+        events = getattr(session, "events", None) or []
+        last = 0.0
+        for ev in events[-20:]:
+            try:
+                last = max(last, float(ev.get("t", 0.0)))
+            except (TypeError, ValueError):
+                pass
+        self._last_t = max(float(t), last, self._last_t)
+        return self._last_t
+
     def _job(self, job) -> None:
         kind = job[0]
         if kind == "create":
@@ -298,26 +313,24 @@ class SessionWorker:
             elif kind == "transfer_failed":
                 self._transfer_sent = False  # the dialogue may ask again
                 if job[2]:
-                    session.transfer_failed(job[1], job[2])
+                    session.transfer_failed(self._after(session, job[1]), job[2])
                 else:
-                    session.transfer_failed(job[1])
+                    session.transfer_failed(self._after(session, job[1]))
             elif kind == "goodbye":
                 fn = getattr(session, "goodbye", None)
                 if fn is not None:
-                    fn(job[1])
+                    fn(self._after(session, job[1]))
                 else:  # no goodbye prompt in this session: hang up straight away
                     self._ended_sent = True
                     self._signal(self._ivr_hung_up)
             elif kind == "note":
                 calllog = getattr(session, "calllog", None)
-                if calllog is not None:  # call time never runs backwards in a log
-                    last = max((float(e.get("t", 0.0)) for e in getattr(session, "events", [])[-50:]), default=0.0)
-                    self._last_note = max(job[1], last, getattr(self, "_last_note", 0.0))
-                    calllog.write({"t": round(self._last_note, 3), "type": job[2], **job[3]})
+                if calllog is not None:
+                    calllog.write({"t": self._after(session, job[1]), "type": job[2], **job[3]})
                 return
             elif kind == "hangup":
                 if not getattr(session, "ended", False):
-                    session.hangup(job[1])
+                    session.hangup(self._after(session, job[1]))
                 return
             if session.ended:
                 if not self._ended_sent:
