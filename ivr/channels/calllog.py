@@ -1,7 +1,7 @@
 """The call log: one JSON-lines file per call, written and flushed event by event, and the report over them.
 
 ``CallLog(log_dir, call_id, channel)`` appends ``{"t": seconds, "type": ..., ...}`` records to
-``<log_dir>/<call_id>.jsonl``. Each line is flushed as it is written, so a crash loses nothing already
+``<log_dir>/<call_id>.jsonl`` (a new file for every call: ``<call_id>-2.jsonl`` ... when the name is taken). Each line is flushed as it is written, so a crash loses nothing already
 logged. The default directory is ``logs/`` under the product's home (``IVR_LOG_DIR`` moves it).
 
 Personal numbers never reach the file: a run of 6 or more digits (an identity card or phone number), in
@@ -10,8 +10,10 @@ another (gaps under ``run_gap`` seconds) are held back until the run ends, so th
 digit keys is written masked. Held-back lines are written when the run ends (another kind of input, a
 pause, or the end of the call): at most the keys still being typed wait in memory.
 
-``report(log_dir)`` summarises a directory of logs (``ivr report``): unanswered questions with counts,
-answers per FAQ entry, calls, transfers, mean call length. A truncated last line (a crash mid-write) is
+``report(log_dir)`` summarises a directory of logs, or several (``ivr report DIR1 DIR2``): unanswered
+questions with counts, answers per FAQ entry, calls, transfers asked for and their outcome (records
+``transfer_outcome`` with ``outcome`` attempted / accepted / completed / failed, written by the phone
+channel), mean call length. A truncated last line (a crash mid-write) is
 skipped.
 """
 
@@ -85,6 +87,19 @@ def safe_name(call_id: str) -> str:
     return name[:120]
 
 
+def _create_unique(directory: Path, name: str):
+    """A new file ``<name>.jsonl`` in ``directory``, or ``<name>-2.jsonl`` ... when that name is taken (two
+    Call-IDs that differ only in punctuation, or one Call-ID used twice): one call never writes into
+    another's log."""
+    for n in range(1, 10000):
+        path = directory / (f"{name}.jsonl" if n == 1 else f"{name}-{n}.jsonl")
+        try:
+            return path, open(path, "x", encoding="utf-8")  # noqa: SIM115 - kept open for the call
+        except FileExistsError:
+            continue
+    raise OSError(f"too many logs named {name}")
+
+
 def _is_key(record: dict) -> bool:
     return record.get("type") == "key" and str(record.get("digit", "")) in "0123456789" and record.get("digit")
 
@@ -94,11 +109,11 @@ class CallLog:
 
     def __init__(self, log_dir: Path | str, call_id: str, channel: str = "", run_gap: float = RUN_GAP):
         self.dir = Path(log_dir)
-        self.path = self.dir / f"{safe_name(call_id)}.jsonl"
         self.run_gap = run_gap
+        self.path = self.dir / f"{safe_name(call_id)}.jsonl"
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the call
+            self.path, self._fh = _create_unique(self.dir, safe_name(call_id))
         except OSError as exc:
             raise IvrError(f"cannot write the call log {self.path} ({exc.strerror or exc})",
                            f"make {self.dir} writable, or choose another directory (--log-dir or "
@@ -189,20 +204,27 @@ def read_log(path: Path | str) -> list[dict]:
     return out
 
 
-def report(log_dir: Path | str) -> dict[str, Any]:
-    """Figures over every ``*.jsonl`` call log in ``log_dir``."""
-    d = Path(log_dir)
-    if not d.exists():
-        raise IvrError(f"log directory {d} does not exist", "give the directory the calls were logged in")
-    if not d.is_dir():
-        raise IvrError(f"{d} is a file, not a log directory", "give the directory holding the *.jsonl call logs")
-    files = sorted(d.glob("*.jsonl"))
+def report(log_dir: Path | str | list | tuple) -> dict[str, Any]:
+    """Figures over every ``*.jsonl`` call log in ``log_dir`` (or in each of several directories: the logs
+    of several ``ivr serve`` instances). A log holding nothing but its header line is no call (a call that
+    was never answered) and is not counted."""
+    dirs = [Path(x) for x in log_dir] if isinstance(log_dir, list | tuple) else [Path(log_dir)]
+    files = []
+    for d in dirs:
+        if not d.exists():
+            raise IvrError(f"log directory {d} does not exist", "give the directory the calls were logged in")
+        if not d.is_dir():
+            raise IvrError(f"{d} is a file, not a log directory",
+                           "give the directory holding the *.jsonl call logs")
+        files += sorted(d.glob("*.jsonl"))
     unanswered: Counter[str] = Counter()
     answers: Counter[int] = Counter()
     lengths: list[float] = []
     transfers = 0
+    outcomes: Counter[str] = Counter()
     errors = 0
     calls = 0
+    not_calls = 0
     skipped: list[str] = []  # files that hold no call log (unreadable, or no valid line at all)
     for path in files:
         try:
@@ -211,6 +233,9 @@ def report(log_dir: Path | str) -> dict[str, Any]:
             records = []
         if not records:
             skipped.append(path.name)
+            continue
+        if all(rec.get("type") == "call" for rec in records):
+            not_calls += 1
             continue
         calls += 1
         last_t = 0.0
@@ -226,12 +251,19 @@ def report(log_dir: Path | str) -> dict[str, Any]:
                 unanswered[unicodedata.normalize("NFC", str(rec["text"]))] += 1
             elif kind == "transfer":
                 transfers += 1
+            elif kind == "transfer_outcome" and rec.get("outcome") in ("accepted", "completed", "failed"):
+                outcomes[str(rec["outcome"])] += 1
             elif kind == "error":
                 errors += 1
         lengths.append(last_t)
     return {
         "calls": calls,
-        "transfers": transfers,
+        "transfers": transfers,  # attempts: the caller asked for a person
+        "transfers_accepted": outcomes["accepted"],  # the PBX took the REFER
+        "transfers_completed": outcomes["completed"],  # the operator leg answered
+        "transfers_failed": outcomes["failed"],
+        "not_calls": not_calls,  # logs of calls never answered (older versions wrote them)
+        "log_dirs": [str(d) for d in dirs],
         "errors": errors,
         "mean_call_seconds": round(sum(lengths) / len(lengths), 2) if lengths else 0.0,
         "answers": {str(k): v for k, v in sorted(answers.items())},
@@ -243,7 +275,8 @@ def report(log_dir: Path | str) -> dict[str, Any]:
 def report_text(data: dict[str, Any], faq=None) -> str:
     """The report for people."""
     lines = [
-        f"calls: {data['calls']}   transfers to an operator: {data['transfers']}   "
+        f"calls: {data['calls']}   transfers to an operator: {data['transfers']} asked, "
+        f"{data.get('transfers_completed', 0)} completed, {data.get('transfers_failed', 0)} failed   "
         f"mean call length: {data['mean_call_seconds']:.1f} s   errors: {data['errors']}",
         "",
         "answers given per FAQ entry:",

@@ -358,7 +358,8 @@ def _register_report(sub) -> None:
                        description="Summarise a directory of call logs (*.jsonl): questions the IVR did not "
                                    "understand (with counts), answers per FAQ entry, calls, transfers and "
                                    "the mean call length.")
-    p.add_argument("log_dir", metavar="LOGDIR", nargs="?", help="the log directory (default: logs/)")
+    p.add_argument("log_dir", metavar="LOGDIR", nargs="*",
+                   help="log directories, e.g. one per `ivr serve` instance (default: logs/)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=cmd_report)
 
@@ -366,7 +367,7 @@ def _register_report(sub) -> None:
 def cmd_report(args) -> int:
     from ivr.channels.calllog import default_log_dir, report, report_text
 
-    data = report(args.log_dir or default_log_dir())
+    data = report(args.log_dir or [default_log_dir()])
     if args.json:
         print(json.dumps(data, ensure_ascii=False, indent=2))
         return 0

@@ -79,7 +79,8 @@ def is_loopback(host: str) -> bool:
 
 def options_from(args: argparse.Namespace):
     from ivr.content import config
-    from ivr.phone.serve import AllowList, ServeOptions
+    from ivr.phone.admission import AllowList
+    from ivr.phone.server import ServeOptions
 
     conf = config.load("sip")
     conf_path = config.path("sip")
@@ -110,11 +111,19 @@ def options_from(args: argparse.Namespace):
     if not isinstance(allow, list):
         raise IvrError(f"{config.at(conf_path, conf, 'allow')}: allow = {allow!r} is not a list",
                        "write it like [10.0.0.0/24]")
+    media_networks = conf.get("media_networks") or []
+    if not isinstance(media_networks, list):
+        raise IvrError(f"{config.at(conf_path, conf, 'media_networks')}: media_networks = {media_networks!r} "
+                       "is not a list", "write it like [10.0.0.0/24]")
     opts = ServeOptions(
         sip=hostport(pick(args.sip, "sip", "127.0.0.1:5060"), source(args.sip, "sip", "--sip"), 5060),
         audiosocket=hostport(pick(args.audiosocket, "audiosocket", "127.0.0.1:9092"),
                              source(args.audiosocket, "audiosocket", "--audiosocket"), 9092),
         max_calls=number(args.max_calls, "max_calls", 50, int, 1, 10000),
+        max_pending=number(None, "max_pending", 40, int, 1, 100000),
+        max_pending_per_source=number(None, "max_pending_per_source", 20, int, 1, 100000),
+        uuid_timeout=number(None, "uuid_timeout_seconds", 3.0, low=0.1, high=600),
+        media_networks=[str(n) for n in media_networks],
         rtp_ports=port_range(pick(args.rtp_ports, "rtp_ports", "20000-20999"),
                              source(args.rtp_ports, "rtp_ports", "--rtp-ports")),
         allow=[str(a) for a in allow] + list(args.allow or []),
@@ -140,6 +149,7 @@ def options_from(args: argparse.Namespace):
         raise IvrError("both --sip and --audiosocket are off: nothing to serve", "enable at least one listener")
     if opts.operator_uri and not str(opts.operator_uri).startswith(("sip:", "sips:")):
         raise IvrError(f"--operator-uri {opts.operator_uri!r} is not a SIP URI", "write it like sip:operator@10.0.0.5")
+    AllowList.parse(opts.media_networks, loopback=False, what=f"{config.at(conf_path, conf, 'media_networks')}: media_networks")
     allow = AllowList.parse(opts.allow)
     for name, addr in (("--sip", opts.sip), ("--audiosocket", opts.audiosocket)):
         if addr and not is_loopback(addr[0]) and not allow.allows(addr[0]) and not opts.allow:
@@ -181,7 +191,7 @@ def session_factory(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from ivr.phone.serve import run as serve_run
+    from ivr.phone.server import run as serve_run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
