@@ -5,11 +5,12 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 
 # Debian packages: the TTS engine, the sound-card library, sox for audio checks, multimon-ng for the
-# DTMF benchmark, sipp and baresip as real SIP peers in the tests.
-APT_PACKAGES := espeak-ng libportaudio2 sox multimon-ng sip-tester
+# DTMF benchmark, sipp and baresip as real SIP peers in the tests, chromium (headless) to render the
+# call analytics page in the tests.
+APT_PACKAGES := espeak-ng libportaudio2 sox multimon-ng sip-tester chromium
 APT_NORECOMMENDS := baresip-core
 # command or library that shows each package is there
-APT_CHECK := espeak-ng:espeak-ng sox:sox multimon-ng:multimon-ng sipp:sip-tester baresip:baresip-core
+APT_CHECK := espeak-ng:espeak-ng sox:sox multimon-ng:multimon-ng sipp:sip-tester baresip:baresip-core chromium:chromium
 
 .PHONY: setup system venv run test lint bench fixtures clean
 

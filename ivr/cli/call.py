@@ -356,15 +356,20 @@ def _register_report(sub) -> None:
                        description="Summarise a directory of call logs (*.jsonl): questions the IVR did not "
                                    "understand (with counts), answers per FAQ entry, calls, transfers and "
                                    "the mean call length.")
-    p.add_argument("log_dir", metavar="LOGDIR", nargs="?", help="the log directory (default: logs/)")
+    p.add_argument("log_dir", metavar="LOGDIR", nargs="*", help="the log directories (default: logs/)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--html", metavar="FILE", help="also write the analytics page (one self-contained HTML file)")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args) -> int:
     from ivr.channels.calllog import default_log_dir, report, report_text
 
-    data = report(args.log_dir or default_log_dir())
+    data = report(args.log_dir or [default_log_dir()])
+    if args.html:  # ivr.channels.report_html: the same figures as a page with charts
+        from ivr.channels.report_html import write_page
+
+        print(f"-- analytics page: {write_page(args.html, data, args.log_dir or [default_log_dir()])}", file=sys.stderr)
     if args.json:
         print(json.dumps(data, ensure_ascii=False, indent=2))
         return 0
