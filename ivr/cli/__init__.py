@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "ivr.cli.answer",  # answer FILE.wav
     "ivr.cli.call",  # call, chat, kiosk, menu, report
     "ivr.cli.serve",  # serve (SIP/RTP, AudioSocket)
+    "ivr.cli.test",  # test (conversation test cases)
 ]
 
 
