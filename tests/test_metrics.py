@@ -186,3 +186,32 @@ def test_http_bind_beyond_loopback_needs_allow():
     host_port, allows = http_options(argparse.Namespace(http="0.0.0.0:9100", allow=["10.0.0.0/8"]))
     assert host_port == ("0.0.0.0", 9100) and allows("10.1.2.3") and not allows("192.0.2.1")
     assert http_options(argparse.Namespace(http=None, allow=None)) is None
+
+
+def test_a_record_after_the_end_does_not_reopen_the_call(tmp_path):
+    from ivr.channels.calllog import CallLog
+    from ivr.phone.metrics import LogTee
+
+    m = Metrics()
+    tee = LogTee(CallLog(tmp_path, "x", "sip"), m, "x", "sip")
+    tee.write({"t": 1.0, "type": "answer", "faq_id": 3, "via": "keys"})
+    tee.close()
+    tee.write({"t": 2.0, "type": "transfer_failed", "reason": "late"})
+    tee.close()
+    got = samples(m.exposition().decode())
+    assert got[("ivr_active_calls", ())] == 0
+    assert got[("ivr_calls_total", (("channel", "sip"), ("outcome", "answered")))] == 1
+
+
+def test_ipv6_loopback(tmp_path):
+    import socket
+
+    try:
+        socket.socket(socket.AF_INET6).close()
+        srv = start(("::1", 0), Metrics())
+    except OSError:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        assert get(f"http://{srv.address}/healthz") == (200, "ok\n")
+    finally:
+        srv.close()

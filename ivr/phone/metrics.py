@@ -156,10 +156,12 @@ class LogTee:
         self.metrics = metrics
         self.call_id = str(call_id)
         self.channel = channel
+        self.closed = False
         metrics.call_started(self.call_id, channel)
 
     def write(self, record: dict) -> None:
-        self.metrics.observe(self.call_id, self.channel, record)
+        if not self.closed:  # a record after the end must not bring the call back to life
+            self.metrics.observe(self.call_id, self.channel, record)
         if self.log is not None:
             self.log.write(record)
 
@@ -172,6 +174,7 @@ class LogTee:
             if self.log is not None:
                 self.log.close()
         finally:
+            self.closed = True
             self.metrics.call_ended(self.call_id)
 
     def __getattr__(self, name):
@@ -245,7 +248,12 @@ class MetricsServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.httpd = ThreadingHTTPServer((host, int(port)), Handler)
+        server_class = ThreadingHTTPServer
+        if ":" in host:  # an IPv6 address
+            import socket
+
+            server_class = type("ThreadingHTTPServer6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+        self.httpd = server_class((host, int(port)), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="ivr-metrics-http", daemon=True)
 
