@@ -199,3 +199,18 @@ def test_unreadable_recording_falls_back_to_tts(recdir):
     res = Resources.load(model_path="none", tts_rate=8000)
     audio = res.tts.get(res.prompts.text("goodbye"), 8000)
     assert len(audio) > 8000  # the synthesised goodbye, not a crash
+
+
+def test_a_re_recorded_file_is_converted_anew(tmp_path):
+    d = tmp_path / "audio"
+    d.mkdir()
+    cache = tmp_path / "cache"
+    sf.write(d / "goodbye.wav", sweep(16000, 1.0), 16000)
+    first = rec.Recordings({"goodbye": "Tạm biệt"}, d, cache_dir=cache).get("Tạm biệt", 8000)
+    assert len(list(cache.rglob("*.npy"))) == 1
+    sf.write(d / "goodbye.wav", sweep(16000, 2.0, f0=500), 16000)  # the talent records it again
+    second = rec.Recordings({"goodbye": "Tạm biệt"}, d, cache_dir=cache).get("Tạm biệt", 8000)
+    assert len(list(cache.rglob("*.npy"))) == 2
+    assert abs(len(second) - len(first)) > 7000
+    again = rec.Recordings({"goodbye": "Tạm biệt"}, d, cache_dir=cache).get("Tạm biệt", 8000)
+    assert np.array_equal(again, second)  # from the disk cache

@@ -278,7 +278,7 @@ class Recordings:
         for item in self.items.values():
             if item.playable:
                 self._by_text.setdefault(item.text, item)
-        self._memory: dict[tuple[str, int], np.ndarray] = {}
+        self._memory: dict[tuple, np.ndarray] = {}
         self._failed: set[Path] = set()
         self._lock = threading.Lock()
 
@@ -292,13 +292,15 @@ class Recordings:
     def audio(self, item: Item, rate: int) -> np.ndarray:
         """The converted recording of ``item`` at ``rate`` (read-only), from memory, disk cache, or converted now."""
         assert item.path is not None
+        st = item.path.stat()
+        memo = (str(item.path), st.st_mtime_ns, st.st_size, int(rate))  # a re-recorded file changes these
+        with self._lock:
+            hit = self._memory.get(memo)
+        if hit is not None:
+            return hit
         data = item.path.read_bytes()
         key = hashlib.sha256(data).hexdigest() + f"-{int(rate)}-{TARGET_LUFS}-{PEAK_CEILING_DBFS}-{EDGE_S}-{FORMAT}"
         key = hashlib.sha256(key.encode()).hexdigest()
-        with self._lock:
-            hit = self._memory.get((key, rate))
-        if hit is not None:
-            return hit
         cached = self.cache_dir / key[:2] / f"{key}.npy"
         samples = None
         if cached.exists():
@@ -319,7 +321,7 @@ class Recordings:
                 log.warning("cannot cache the converted recording %s: %s", item.path, exc)
         samples.setflags(write=False)
         with self._lock:
-            self._memory[(key, rate)] = samples
+            self._memory[memo] = samples
         return samples
 
     def get(self, text: str, rate: int) -> np.ndarray | None:
