@@ -120,6 +120,8 @@ def test_script_csv_lists_every_sentence(tmp_path, recdir, capsys):
     assert "goodbye" not in missing and "greet_long" in missing
     assert main(["prompts", "script", "--out", str(tmp_path / "nope" / "s.csv")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["prompts", "status", "--dir", str(tmp_path / "nope")]) == 2
+    assert "not a directory" in capsys.readouterr().err
 
 
 def _ncc_peak(signal: np.ndarray, template: np.ndarray) -> tuple[float, int]:

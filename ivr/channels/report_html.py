@@ -204,7 +204,7 @@ def render(data: dict[str, Any], faq=None, link_base: Path | str | None = None, 
                     f'<td>{_e(item["text"])}</td><td>{links}</td></tr>')
     unanswered = ('<table id="unanswered"><tr><th class="n">asked</th><th>what the caller said</th>'
                   '<th>recording</th></tr>' + "".join(rows) + "</table>") if rows else \
-        '<p class="empty" id="unanswered-empty">Every question was understood.</p>'
+        '<p class="empty" id="unanswered-empty">No unanswered questions.</p>'
 
     summary_json = json.dumps(data, ensure_ascii=False, sort_keys=True).replace("</", "<\\/")
     generated = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")

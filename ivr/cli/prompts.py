@@ -106,6 +106,11 @@ def status_rows(resources, directory=None, rate: int = 8000, tts: bool = True) -
     return rows, [p.name for p in recs.unknown]
 
 
+def _check_dir(directory) -> None:
+    if directory is not None and not Path(directory).is_dir():
+        raise IvrError(f"--dir {directory}: not a directory", "give the directory holding the recordings (*.wav)")
+
+
 def _num(x: float) -> float | None:
     import math
 
@@ -120,6 +125,7 @@ def cmd_status(args) -> int:
     from ivr.media.tts import check_rate
 
     rate = check_rate(args.rate)
+    _check_dir(args.dir)
     resources = _resources()
     rows, unknown = status_rows(resources, args.dir, rate, tts=not args.no_tts)
     if args.json:
@@ -144,6 +150,7 @@ def cmd_script(args) -> int:
     from ivr.channels.voice import recordings_for
     from ivr.language.spoken import spoken_form
 
+    _check_dir(args.dir)
     recs = recordings_for(_resources(), args.dir)
     rows = [(i.id, i.file_name, i.text, spoken_form(i.text)) for i in recs.items.values()
             if not (args.missing and i.playable)]
