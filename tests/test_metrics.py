@@ -141,37 +141,80 @@ def test_refuses_addresses_not_allowed(tmp_path):
         srv.close()
 
 
-def test_serve_http_option(tmp_path):
-    """`ivr serve --http 127.0.0.1:0` serves /healthz and /metrics beside a real SIP listener."""
+def test_serve_http_counts_a_real_call_and_says_draining(tmp_path):
+    """`ivr serve --http 127.0.0.1:0` with a real AudioSocket call: the call shows in /metrics while it
+    lasts, its answer is counted, and /healthz says 503 once SIGTERM starts the drain (the call still on)."""
     import os
     import re
     import signal
+    import socket
+    import struct
     import subprocess
     import sys
     import time
+    import uuid
+
+    from ivr.phone import audiosocket as asock
 
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    proc = subprocess.Popen([sys.executable, "-m", "ivr", "serve", "--sip", "127.0.0.1:0", "--audiosocket", "off",
+    proc = subprocess.Popen([sys.executable, "-m", "ivr", "serve", "--sip", "off", "--audiosocket", "127.0.0.1:0",
                              "--model", "none", "--log-dir", str(tmp_path / "logs"), "--http", "127.0.0.1:0",
-                             "--rtp-ports", "41000-41099"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+                             "--grace", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    sock = None
     try:
-        addr = None
+        addrs = {}
         end = time.monotonic() + 120
-        while time.monotonic() < end and addr is None:
+        while time.monotonic() < end and len(addrs) < 2:
             line = proc.stdout.readline()
             if not line:
                 break
-            m = re.match(r"listening http (\S+)", line)
-            addr = m.group(1) if m else None
-        assert addr, proc.stderr.read() if proc.poll() is not None else "no http address printed"
-        assert get(f"http://{addr}/healthz") == (200, "ok\n")
-        code, text = get(f"http://{addr}/metrics")
-        assert code == 200 and samples(text)[("ivr_active_calls", ())] == 0
-    finally:
-        proc.send_signal(signal.SIGTERM)
+            m = re.match(r"listening (\w+) (\S+)", line)
+            if m:
+                addrs[m.group(1)] = m.group(2)
+        assert set(addrs) == {"http", "audiosocket"}, proc.stderr.read() if proc.poll() is not None else addrs
+        http = addrs["http"]
+        assert get(f"http://{http}/healthz") == (200, "ok\n")
+
+        host, port = addrs["audiosocket"].rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)), timeout=10)
+
+        def send(kind: int, payload: bytes = b"") -> None:
+            sock.sendall(struct.pack("!BH", kind, len(payload)) + payload)
+
+        def metric(name: str, labels: tuple = ()) -> float:
+            return samples(get(f"http://{http}/metrics")[1]).get((name, labels), 0.0)
+
+        def wait(pred, timeout: float = 20.0) -> bool:
+            stop = time.monotonic() + timeout
+            while time.monotonic() < stop and not pred():
+                time.sleep(0.05)
+            return pred()
+
+        send(asock.KIND_UUID, uuid.uuid4().bytes)
+        silence = np.zeros(160, "<i2").tobytes()
+        for _ in range(10):
+            send(asock.KIND_AUDIO, silence)
+        assert wait(lambda: metric("ivr_active_calls") == 1)
+        send(asock.KIND_DTMF, b"2")  # password topic
+        for _ in range(10):
+            send(asock.KIND_AUDIO, silence)
+        time.sleep(0.3)
+        send(asock.KIND_DTMF, b"3")  # forgotten password: FAQ 9
+        answered = (("entry", "9"), ("via", "keys"))
+        assert wait(lambda: metric("ivr_answers_total", answered) == 1)
+
+        proc.send_signal(signal.SIGTERM)  # drain: new calls refused, this one may finish
+        assert wait(lambda: get(f"http://{http}/healthz") == (503, "draining\n"))
+        assert metric("ivr_active_calls") == 1
+        send(asock.KIND_HANGUP)
         proc.wait(timeout=30)
-    assert proc.returncode == 0
+        assert proc.returncode == 0
+    finally:
+        if sock is not None:
+            sock.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def test_http_bind_beyond_loopback_needs_allow():
