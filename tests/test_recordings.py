@@ -216,3 +216,30 @@ def test_a_re_recorded_file_is_converted_anew(tmp_path):
     assert abs(len(second) - len(first)) > 7000
     again = rec.Recordings({"goodbye": "Tạm biệt"}, d, cache_dir=cache).get("Tạm biệt", 8000)
     assert np.array_equal(again, second)  # from the disk cache
+
+
+def test_recorded_answer_in_another_voice_is_heard(tmp_path, recdir, capsys):
+    """An answer recorded by another voice (espeak-ng's English voice, at its own 22.05 kHz) as faq_1.wav
+    is what the caller hears for FAQ 1; the prompt after it, not recorded, is synthesised."""
+    import subprocess
+
+    raw = tmp_path / "talent.wav"
+    subprocess.run(["espeak-ng", "-v", "en", "-w", str(raw),
+                    "You can use one digital signature for many services; the service fee depends on the package."], check=True)
+    assert sf.info(raw).samplerate != 8000
+    (recdir / "faq_1.wav").write_bytes(raw.read_bytes())
+    expected = rec.convert(recdir / "faq_1.wav", 8000)
+
+    out = tmp_path / "ivr.wav"
+    assert main(["call", str(CALLS / "listen_answer_then_menu.wav"), "--out", str(out), "--model", "none",
+                 "--log-dir", str(tmp_path / "logs"), "--json"]) == 0
+    events = json.loads(capsys.readouterr().out)["events"]
+    play = next(e for e in events if e["type"] == "play" and e.get("faq_id") == 1)
+    assert play["seconds"] == pytest.approx(len(expected) / 8000, abs=0.001)
+    other = next(e for e in events if e["type"] == "play" and e.get("prompt_id") == "after_answer")  # TTS
+    ivr = sf.read(out, dtype="int16")[0][:, 1]
+    start = round(play["t"] * 8000)
+    head = expected[: int(0.5 * 8000)]
+    assert _ncc_peak(ivr[start - 80: start + len(head) + 80], head)[0] > 0.99
+    s3 = round(other["t"] * 8000)
+    assert _ncc_peak(ivr[s3: s3 + 3 * len(head)], head)[0] < 0.5
