@@ -19,6 +19,7 @@ from ivr.cli import main
 
 CALLS = Path(__file__).parent / "fixtures" / "calls"
 INJECT = "đổi số điện thoại <script>document.title='pwned'</script><img src=x onerror=alert(1)>"
+COMMENT = "máy in <!--<script> kẹt giấy"  # opens a comment and a script inside the page's JSON block
 
 
 def _log(d: Path, name: str, records: list[dict], at: str) -> None:
@@ -48,7 +49,7 @@ def logs(tmp_path_factory):
                    {"t": 50, "type": "no_input", "count": 1},
                    {"t": 70, "type": "transfer", "target": "operator"}], "2026-11-30T14:05:00+07:00")
     sf.write(a / "c3.wav", np.zeros(800, np.int16), 8000)  # the call's recording, beside its log
-    _log(a, "c4", [{"t": 3, "type": "no_match", "text": INJECT}, {"t": 9, "type": "no_match", "text": "máy in"},
+    _log(a, "c4", [{"t": 3, "type": "no_match", "text": INJECT}, {"t": 9, "type": "no_match", "text": COMMENT},
                    {"t": 400, "type": "hangup", "by": "caller"}], "2026-11-30T14:50:00+07:00")
     b = tmp_path_factory.mktemp("logs-b")
     assert main(["call", str(CALLS / "keys_topic2_password.wav"), "--model", "none", "--log-dir", str(b)]) == 0
@@ -142,6 +143,8 @@ def test_page_is_self_contained_and_escapes_caller_text(page):
                 assert not re.match(r"(?i)[a-z]+:", v), (t, a)  # nothing fetched from anywhere: relative links only
     assert "@import" not in text and "url(" not in text and "<link" not in text
     assert "&lt;script&gt;" in text
+    block = text[text.index('<script type="application/json"'):]
+    assert block[:block.index("</script>")].count("<") == 1  # nothing inside but the JSON itself
     link = next(a["href"] for t, a in p.tags if t == "a")
     assert link.endswith("c3.wav#t=6.0") and (path.parent / link.split("#")[0]).resolve().exists()
 
@@ -180,3 +183,4 @@ def test_chromium_renders_the_page_with_its_charts(page, tmp_path):
     answers_svg = re.search(r'<svg[^>]*id="chart-answers".*?</svg>', dom, re.S).group(0)
     assert len(re.findall(r"<rect ", answers_svg)) == len(data["answers"])
     assert "pwned" not in re.search(r"<title>(.*?)</title>", dom).group(1)  # the injected script never ran
+    assert re.search(r'<script type="application/json" id="summary">[^<]*</script>\s*</body>', dom)

@@ -206,7 +206,9 @@ def render(data: dict[str, Any], faq=None, link_base: Path | str | None = None, 
                   '<th>recording</th></tr>' + "".join(rows) + "</table>") if rows else \
         '<p class="empty" id="unanswered-empty">No unanswered questions.</p>'
 
-    summary_json = json.dumps(data, ensure_ascii=False, sort_keys=True).replace("</", "<\\/")
+    # < > & as \u escapes: no caller text can close the script element or open a comment in it
+    summary_json = (json.dumps(data, ensure_ascii=False, sort_keys=True)
+                    .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
     generated = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     src = " · ".join(_e(s) for s in (sources or []))
     completed_note = ("" if completed_key == "transfers_completed" else
