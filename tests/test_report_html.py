@@ -109,6 +109,12 @@ def test_summary_figures(page):
     ex = data["unanswered_examples"][INJECT]
     assert [Path(e["recording"]).name if e["recording"] else None for e in ex] == ["c3.wav", None]
 
+    from ivr.channels.calllog import report_text
+
+    text = report_text(data)
+    assert "contained (answered, no operator): 3 (60 %)" in text and "calls with a no-match: 2 (40 %)" in text
+    assert f"by keys: {data['answers_via']['keys']}" in text and "refused: 1" in text
+
 
 def test_page_numbers_equal_the_json_report(page):
     path, data = page

@@ -354,6 +354,21 @@ def report_text(data: dict[str, Any], faq=None) -> str:
     lines = [
         f"calls: {data['calls']}   transfers to an operator: {data['transfers']}   "
         f"mean call length: {data['mean_call_seconds']:.1f} s   errors: {data['errors']}",
+    ]
+    if "contained" in data:  # figures of the analytics page (absent from summaries made elsewhere)
+        calls = data["calls"] or 1
+        via = data.get("answers_via", {})
+        conf = data.get("confirmations", {})
+        voice = sum(via.get(v, 0) for v in ("voice", "confirm_voice", "confirm_keys"))  # a spoken question
+        lines += [
+            f"contained (answered, no operator): {data['contained']} ({100 * data['contained'] / calls:.0f} %)   "
+            f"calls with a no-match: {data['no_match_calls']} ({100 * data['no_match_calls'] / calls:.0f} %)   "
+            f"with a no-input: {data['no_input_calls']} ({100 * data['no_input_calls'] / calls:.0f} %)",
+            f"answers by voice: {voice}   by keys: {via.get('keys', 0)}   confirmations offered: "
+            f"{conf.get('offered', 0)}, accepted: {conf.get('accepted', 0)}, refused: {conf.get('refused', 0)}   "
+            f"transfers failed: {data.get('transfers_failed', 0)}",
+        ]
+    lines += [
         "",
         "answers given per FAQ entry:",
     ]
