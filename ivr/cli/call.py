@@ -369,7 +369,8 @@ def cmd_report(args) -> int:
     if args.html:  # ivr.channels.report_html: the same figures as a page with charts
         from ivr.channels.report_html import write_page
 
-        print(f"-- analytics page: {write_page(args.html, data, args.log_dir or [default_log_dir()])}", file=sys.stderr)
+        page = write_page(args.html, data, args.log_dir or [default_log_dir()])
+        print(f"-- analytics page: {page}", file=sys.stderr)
     if args.json:
         print(json.dumps(data, ensure_ascii=False, indent=2))
         return 0
