@@ -122,7 +122,10 @@ class CallLog:
         self._run_digits = 0
         self._last_key_t: float | None = None
         self.closed = False
-        self.write({"t": 0.0, "type": "call", "call_id": str(call_id), "channel": channel})
+        from datetime import datetime
+
+        at = datetime.now().astimezone().isoformat(timespec="seconds")  # wall clock: calls per hour of day
+        self.write({"t": 0.0, "type": "call", "call_id": str(call_id), "channel": channel, "at": at})
 
     def write(self, record: dict) -> None:
         if self.closed:
@@ -204,12 +207,62 @@ def read_log(path: Path | str) -> list[dict]:
     return out
 
 
-def report(log_dir: Path | str | list | tuple) -> dict[str, Any]:
-    """Figures over every ``*.jsonl`` call log in ``log_dir`` (or in each of several directories: the logs
+LENGTH_BUCKETS = (30, 60, 120, 300, 600)  # seconds: upper edges of the call-length histogram (the last is open)
+
+
+def _length_bucket(seconds: float) -> str:
+    lo = 0
+    for hi in LENGTH_BUCKETS:
+        if seconds < hi:
+            return f"{lo}-{hi}s"
+        lo = hi
+    return f"{lo}s+"
+
+
+def _started(records: list[dict], path: Path, length: float):
+    """When the call began (a datetime): the ``at`` of its first record, else the file's mtime less its length."""
+    from datetime import datetime, timedelta
+
+    for rec in records[:3]:
+        at = rec.get("at")
+        if isinstance(at, str):
+            try:
+                return datetime.fromisoformat(at)
+            except ValueError:
+                break
+    try:
+        return datetime.fromtimestamp(path.stat().st_mtime).astimezone() - timedelta(seconds=length)
+    except OSError:
+        return None
+
+
+def _recording_of(records: list[dict], path: Path) -> str | None:
+    """The call's recording: a ``recording`` record's ``path``, else ``<log name>.wav`` beside the log."""
+    for rec in records:
+        if rec.get("type") == "recording" and isinstance(rec.get("path"), str):
+            p = Path(rec["path"])
+            return str(p if p.is_absolute() else path.parent / p)
+    wav = path.with_suffix(".wav")
+    return str(wav) if wav.exists() else None
+
+
+def report(log_dir: Path | str | list) -> dict[str, Any]:
+    """Figures over every ``*.jsonl`` call log in ``log_dir`` (one directory or a list of them: the logs
     of several ``ivr serve`` instances). A log holding nothing but its header line is no call (a call that
-    was never answered) and is not counted."""
-    dirs = [Path(x) for x in log_dir] if isinstance(log_dir, list | tuple) else [Path(log_dir)]
-    files = []
+    was never answered) and is not counted.
+
+    Besides the counts of ``ivr report``: ``contained`` (calls that got an answer and never went to the
+    operator), ``answers_via`` (keys, voice, confirm_voice, confirm_keys), ``confirmations`` (offered,
+    accepted, refused), ``no_match_calls``/``no_input_calls`` (calls with at least one), ``transfers_failed``
+    and ``transfers_handed_over`` (a transfer not followed by ``transfer_failed`` in the same call),
+    ``calls_by_hour`` (hour of day the call began, 0-23), ``call_lengths`` (histogram, ``LENGTH_BUCKETS``),
+    and ``unanswered_examples``: for each unanswered question up to three (log file, time in the call, the
+    call's recording if there is one).
+    """
+    dirs = [Path(d) for d in log_dir] if isinstance(log_dir, list | tuple) else [Path(log_dir)]
+    if not dirs:
+        raise IvrError("no log directory given", "give the directory the calls were logged in")
+    files: list[Path] = []
     for d in dirs:
         if not d.exists():
             raise IvrError(f"log directory {d} does not exist", "give the directory the calls were logged in")
@@ -218,13 +271,17 @@ def report(log_dir: Path | str | list | tuple) -> dict[str, Any]:
                            "give the directory holding the *.jsonl call logs")
         files += sorted(d.glob("*.jsonl"))
     unanswered: Counter[str] = Counter()
+    examples: dict[str, list[dict]] = {}
     answers: Counter[int] = Counter()
+    via: Counter[str] = Counter()
+    by_hour: Counter[int] = Counter()
+    length_hist: Counter[str] = Counter()
     lengths: list[float] = []
-    transfers = 0
     outcomes: Counter[str] = Counter()
-    errors = 0
-    calls = 0
     not_calls = 0
+    transfers = errors = calls = contained = 0
+    no_match = no_input = no_match_calls = no_input_calls = 0
+    offered = refused = failed = handed_over = 0
     skipped: list[str] = []  # files that hold no call log (unreadable, or no valid line at all)
     for path in files:
         try:
@@ -239,6 +296,10 @@ def report(log_dir: Path | str | list | tuple) -> dict[str, Any]:
             continue
         calls += 1
         last_t = 0.0
+        answered = transferred = False
+        call_no_match = call_no_input = 0
+        call_examples: list[dict] = []
+        pending_transfer = False
         for rec in records:
             kind = rec.get("type")
             try:
@@ -247,28 +308,79 @@ def report(log_dir: Path | str | list | tuple) -> dict[str, Any]:
                 pass
             if kind == "answer" and rec.get("faq_id") is not None:
                 answers[int(rec["faq_id"])] += 1
-            elif kind == "no_match" and rec.get("text"):
-                unanswered[unicodedata.normalize("NFC", str(rec["text"]))] += 1
+                via[str(rec.get("via") or "unknown")] += 1
+                answered = True
+            elif kind == "no_match":
+                no_match += 1
+                call_no_match += 1
+                if rec.get("text"):
+                    text = unicodedata.normalize("NFC", str(rec["text"]))
+                    unanswered[text] += 1
+                    ex = examples.setdefault(text, [])
+                    if len(ex) < 3:
+                        ex.append({"log": str(path), "t": rec.get("t"), "recording": None})
+                        call_examples.append(ex[-1])
+            elif kind == "no_input":
+                no_input += 1
+                call_no_input += 1
+            elif kind == "confirm":
+                offered += 1
+            elif kind == "denied":
+                refused += 1
             elif kind == "transfer":
                 transfers += 1
+                transferred = True
+                if pending_transfer:
+                    handed_over += 1
+                pending_transfer = True
+            elif kind == "transfer_failed":
+                failed += 1
+                pending_transfer = False
             elif kind == "transfer_outcome" and rec.get("outcome") in ("accepted", "completed", "failed"):
                 outcomes[str(rec["outcome"])] += 1
             elif kind == "error":
                 errors += 1
+        if pending_transfer:
+            handed_over += 1
+        contained += int(answered and not transferred)
+        no_match_calls += int(call_no_match > 0)
+        no_input_calls += int(call_no_input > 0)
         lengths.append(last_t)
+        length_hist[_length_bucket(last_t)] += 1
+        started = _started(records, path, last_t)
+        if started is not None:
+            by_hour[started.hour] += 1
+        if call_examples:
+            recording = _recording_of(records, path)
+            for ex in call_examples:
+                ex["recording"] = recording
+    buckets = [_length_bucket(hi - 1) for hi in LENGTH_BUCKETS] + [_length_bucket(LENGTH_BUCKETS[-1])]
     return {
         "calls": calls,
         "transfers": transfers,  # attempts: the caller asked for a person
         "transfers_accepted": outcomes["accepted"],  # the PBX took the REFER
         "transfers_completed": outcomes["completed"],  # the operator leg answered
-        "transfers_failed": outcomes["failed"],
+        # failed: the transfer_outcome records, or (older logs) the transfer_failed events
+        "transfers_failed": outcomes["failed"] if outcomes else failed,
         "not_calls": not_calls,  # logs of calls never answered (older versions wrote them)
         "log_dirs": [str(d) for d in dirs],
         "errors": errors,
         "mean_call_seconds": round(sum(lengths) / len(lengths), 2) if lengths else 0.0,
         "answers": {str(k): v for k, v in sorted(answers.items())},
         "unanswered": [{"text": text, "count": n} for text, n in unanswered.most_common()],
+        "unanswered_examples": {text: examples.get(text, []) for text, _n in unanswered.most_common()},
         "skipped_files": skipped,
+        "contained": contained,
+        "answers_via": dict(sorted(via.items())),
+        "confirmations": {"offered": offered, "accepted": sum(n for v, n in via.items() if v.startswith("confirm_")),
+                          "refused": refused},
+        "no_match": no_match,
+        "no_match_calls": no_match_calls,
+        "no_input": no_input,
+        "no_input_calls": no_input_calls,
+        "transfers_handed_over": handed_over,
+        "calls_by_hour": {str(h): by_hour.get(h, 0) for h in range(24)},
+        "call_lengths": {b: length_hist.get(b, 0) for b in buckets},
     }
 
 
@@ -278,6 +390,21 @@ def report_text(data: dict[str, Any], faq=None) -> str:
         f"calls: {data['calls']}   transfers to an operator: {data['transfers']} asked, "
         f"{data.get('transfers_completed', 0)} completed, {data.get('transfers_failed', 0)} failed   "
         f"mean call length: {data['mean_call_seconds']:.1f} s   errors: {data['errors']}",
+    ]
+    if "contained" in data:  # figures of the analytics page (absent from summaries made elsewhere)
+        calls = data["calls"] or 1
+        via = data.get("answers_via", {})
+        conf = data.get("confirmations", {})
+        voice = sum(via.get(v, 0) for v in ("voice", "confirm_voice", "confirm_keys"))  # a spoken question
+        lines += [
+            f"contained (answered, no operator): {data['contained']} ({100 * data['contained'] / calls:.0f} %)   "
+            f"calls with a no-match: {data['no_match_calls']} ({100 * data['no_match_calls'] / calls:.0f} %)   "
+            f"with a no-input: {data['no_input_calls']} ({100 * data['no_input_calls'] / calls:.0f} %)",
+            f"answers by voice: {voice}   by keys: {via.get('keys', 0)}   confirmations offered: "
+            f"{conf.get('offered', 0)}, accepted: {conf.get('accepted', 0)}, refused: {conf.get('refused', 0)}   "
+            f"transfers failed: {data.get('transfers_failed', 0)}",
+        ]
+    lines += [
         "",
         "answers given per FAQ entry:",
     ]

@@ -148,8 +148,10 @@ class Resources:
                 note = f"speech recognition is off: {exc.problem}. Keys still work. ({exc.fix})"
             if path is not None:
                 model = asr.load_model(path)
-        return cls(faq=faq, matcher=Matcher(faq), prompts=prompts, settings=settings, menu=menu, tts=tts,
-                   tts_rate=tts_rate, model=model, model_path=path, speech_note=note)
+        from ivr.channels.voice import use_recordings  # prompts/audio/*.wav are played before TTS
+
+        return use_recordings(cls(faq=faq, matcher=Matcher(faq), prompts=prompts, settings=settings, menu=menu,
+                                  tts=tts, tts_rate=tts_rate, model=model, model_path=path, speech_note=note))
 
     def texts(self) -> list[str]:
         """Every text a call can say: prompts, menus and FAQ answers (for warming the TTS cache)."""

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "ivr.cli.call",  # call, chat, kiosk, menu, report
     "ivr.cli.serve",  # serve (SIP/RTP, AudioSocket)
     "ivr.cli.check",  # check (every file an editor may touch)
+    "ivr.cli.test",  # test (conversation test cases)
 ]
 
 

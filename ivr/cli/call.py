@@ -361,6 +361,7 @@ def _register_report(sub) -> None:
     p.add_argument("log_dir", metavar="LOGDIR", nargs="*",
                    help="log directories, e.g. one per `ivr serve` instance (default: logs/)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--html", metavar="FILE", help="also write the analytics page (one self-contained HTML file)")
     p.set_defaults(func=cmd_report)
 
 
@@ -368,6 +369,11 @@ def cmd_report(args) -> int:
     from ivr.channels.calllog import default_log_dir, report, report_text
 
     data = report(args.log_dir or [default_log_dir()])
+    if args.html:  # ivr.channels.report_html: the same figures as a page with charts
+        from ivr.channels.report_html import write_page
+
+        page = write_page(args.html, data, args.log_dir or [default_log_dir()])
+        print(f"-- analytics page: {page}", file=sys.stderr)
     if args.json:
         print(json.dumps(data, ensure_ascii=False, indent=2))
         return 0

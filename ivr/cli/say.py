@@ -34,6 +34,9 @@ def register(sub):
     r.add_argument("--cache-dir", metavar="DIR", help="cache directory (default: <cache>/tts, see IVR_CACHE_DIR)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_render)
+    from ivr.cli.prompts import register_actions  # status, script
+
+    register_actions(psub)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 

@@ -31,6 +31,8 @@ def register(sub) -> None:
                    help="source addresses/networks allowed besides loopback (needed to serve a wider bind)")
     p.add_argument("--grace", type=number_type(0, 86400, unit="seconds", example="--grace 30"), metavar="SECONDS",
                    help="time calls get to finish on shutdown (0-86400)")
+    p.add_argument("--http", metavar="[HOST:]PORT", help="serve /metrics (Prometheus), /healthz and /report here "
+                   "(off by default; HOST defaults to 127.0.0.1)")
     p.set_defaults(func=run)
 
 
@@ -158,7 +160,22 @@ def options_from(args: argparse.Namespace):
     return opts
 
 
-def session_factory(args: argparse.Namespace):
+def http_options(args: argparse.Namespace):
+    """``--http``: None (off), or ((host, port), allows) where ``allows`` is the --allow list's check."""
+    if not getattr(args, "http", None):
+        return None
+    from ivr.phone.admission import AllowList
+
+    text = str(args.http).strip()
+    addr = ("127.0.0.1", int(text)) if text.isdigit() and int(text) <= 65535 else hostport(text, "--http")
+    allow = AllowList.parse(args.allow)
+    if not allow.allows(addr[0]) and not args.allow:
+        raise IvrError(f"--http binds {addr[0]}, which is not loopback, but no --allow list is given",
+                       "add --allow with the monitoring host or network, or bind 127.0.0.1")
+    return addr, allow.allows
+
+
+def session_factory(args: argparse.Namespace, metrics=None):
     """One shared set of resources (FAQ, matcher, prompts, TTS cache, speech model); a CallSession per call."""
     from pathlib import Path
 
@@ -167,6 +184,7 @@ def session_factory(args: argparse.Namespace):
     except ImportError as exc:
         raise IvrError(f"the call engine is not available ({exc})", "reinstall the package: pip install -e .") from None
     from ivr.channels.calllog import default_log_dir
+    from ivr.phone.metrics import watch
 
     log_dir = Path(args.log_dir) if args.log_dir else default_log_dir()  # every call is logged
     try:
@@ -183,7 +201,8 @@ def session_factory(args: argparse.Namespace):
           f"({counts.get('rendered', 0)} rendered now)", file=sys.stderr)
 
     def factory(call_id: str, channel: str):
-        return CallSession(resources, call_id=call_id, sample_rate=8000, log_dir=log_dir, channel=channel)
+        session = CallSession(resources, call_id=call_id, sample_rate=8000, log_dir=log_dir, channel=channel)
+        return watch(session, metrics)  # ivr.phone.metrics: counters from the call's log events
 
     return factory
 
@@ -196,13 +215,35 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
     opts = options_from(args)
-    factory = session_factory(args)
+    http = http_options(args)
+    metrics = health = web = None
+    if http:
+        from ivr.phone.metrics import Health, Metrics
+
+        metrics, health = Metrics(), Health()
+    factory = session_factory(args, metrics)
+    if http:
+        from pathlib import Path
+
+        from ivr.channels.calllog import default_log_dir
+        from ivr.phone.metrics import start
+
+        try:
+            web = start(http[0], metrics, log_dir=Path(args.log_dir) if args.log_dir else default_log_dir(),
+                        health=health, allows=http[1])
+        except OSError as exc:
+            raise IvrError(f"--http {args.http}: cannot listen ({exc.strerror or exc})", "choose a free port") from None
 
     def ready(addresses: dict[str, str]) -> None:
+        if web is not None:
+            addresses = {**addresses, "http": web.address}
         for name, addr in addresses.items():
             print(f"listening {name} {addr}", flush=True)
 
     try:
-        return serve_run(opts, factory, ready)
+        return serve_run(opts, factory, ready, health=health)
     except OSError as exc:
         raise IvrError(f"cannot listen: {exc}", "choose a free address/port (--sip, --audiosocket)") from None
+    finally:
+        if web is not None:
+            web.close()

@@ -163,8 +163,10 @@ async def _wait_for(awaitable, timeout: float) -> None:
         pass
 
 
-def run(options: ServeOptions, factory: SessionFactory, ready: Callable[[dict[str, str]], None] | None = None) -> int:
-    """Serve until SIGTERM/SIGINT, then shut down gracefully. Returns the exit code."""
+def run(options: ServeOptions, factory: SessionFactory, ready: Callable[[dict[str, str]], None] | None = None,
+        health=None) -> int:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully. Returns the exit code. ``health``
+    (ivr.phone.metrics.Health) is told when the server starts draining."""
     import gc
     import signal
 
@@ -183,6 +185,8 @@ def run(options: ServeOptions, factory: SessionFactory, ready: Callable[[dict[st
         if ready:
             ready(server.addresses())
         await stop.wait()
+        if health is not None:
+            health.draining = True  # /healthz says 503 from now on
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await server.shutdown()
