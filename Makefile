@@ -5,11 +5,13 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 
 # Debian packages: the TTS engine, the sound-card library, sox for audio checks, multimon-ng for the
-# DTMF benchmark, sipp and baresip as real SIP peers in the tests.
-APT_PACKAGES := espeak-ng libportaudio2 sox multimon-ng sip-tester
+# DTMF benchmark, sipp and baresip as real SIP peers in the tests, kamailio as the load balancer in front
+# of several `ivr serve` instances (deploy/kamailio, tested too), chromium (headless) to render the call
+# analytics page in the tests.
+APT_PACKAGES := espeak-ng libportaudio2 sox multimon-ng sip-tester kamailio chromium
 APT_NORECOMMENDS := baresip-core
 # command or library that shows each package is there
-APT_CHECK := espeak-ng:espeak-ng sox:sox multimon-ng:multimon-ng sipp:sip-tester baresip:baresip-core
+APT_CHECK := espeak-ng:espeak-ng sox:sox multimon-ng:multimon-ng sipp:sip-tester baresip:baresip-core kamailio:kamailio chromium:chromium
 
 .PHONY: setup system venv run test lint bench fixtures clean
 

@@ -23,13 +23,16 @@ def matcher(faq):
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache_and_logs(tmp_path_factory):
-    """Keep the tests out of the user's speech cache and the repository's logs/: one fresh cache for the
-    whole run (so a fresh machine and a used one run the same code), and call logs under a temp dir."""
+    """Keep the tests out of the user's speech cache, the repository's logs/ and prompts/audio/: one fresh
+    cache for the whole run (so a fresh machine and a used one run the same code), call logs under a temp
+    dir, and an empty recordings directory."""
     import os
 
-    saved = {k: os.environ.get(k) for k in ("IVR_CACHE_DIR", "IVR_LOG_DIR")}
+    saved = {k: os.environ.get(k) for k in ("IVR_CACHE_DIR", "IVR_LOG_DIR", "IVR_RECORDINGS_DIR")}
     os.environ["IVR_CACHE_DIR"] = str(tmp_path_factory.mktemp("ivr-cache"))
     os.environ["IVR_LOG_DIR"] = str(tmp_path_factory.mktemp("ivr-logs"))
+    # no recorded prompts unless a test makes some: prompts/audio/ on a deployment must not change the tests
+    os.environ["IVR_RECORDINGS_DIR"] = str(tmp_path_factory.mktemp("ivr-recordings"))
     yield
     for key, value in saved.items():
         if value is None:

@@ -20,8 +20,9 @@ from ivr.phone import audiosocket as asock
 class AudioSocketClient:
     """What Asterisk's AudioSocket() application does, over a blocking TCP socket."""
 
-    def __init__(self, port: int):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    def __init__(self, port: int, source: str | None = None):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10,
+                                             source_address=(source, 0) if source else None)
 
     def send(self, kind: int, payload: bytes = b"") -> None:
         self.sock.sendall(asock.encode(kind, payload))
@@ -73,7 +74,8 @@ def test_frame_encoding_and_checks():
     assert data[:3] == b"\x01\x00\x10" and data[3:] == call.bytes
     assert asock.encode(asock.KIND_AUDIO, b"\x00" * 320)[:3] == b"\x10\x01\x40"
     asock.check(asock.Frame(asock.KIND_DTMF, b"#"))
-    for bad in (asock.Frame(0x42, b""), asock.Frame(asock.KIND_UUID, b"short"), asock.Frame(asock.KIND_AUDIO, b"odd"),
+    asock.check(asock.Frame(0x02, bytes(320)))  # silence, and kinds we do not know, are skipped
+    for bad in (asock.Frame(0x42, bytes(asock.MAX_OTHER + 1)), asock.Frame(asock.KIND_UUID, b"short"), asock.Frame(asock.KIND_AUDIO, b"odd"),
                 asock.Frame(asock.KIND_DTMF, b"x"), asock.Frame(asock.KIND_DTMF, b"12")):
         with pytest.raises(asock.FrameError):
             asock.check(bad)
@@ -178,4 +180,46 @@ def test_max_calls_refuses_extra_connections(factory):
         a.close()
         if b:
             b.close()
+        srv.close()
+
+
+def test_silence_and_unknown_kinds_are_skipped(server, factory):
+    call = uuid.uuid4()
+    c = AudioSocketClient(server.audiosocket_port)
+    try:
+        c.send(asock.KIND_UUID, call.bytes)
+        c.send(0x02, bytes(320))  # Asterisk's silence message
+        c.send(0x7E, b"future")  # a kind added later
+        c.send(asock.KIND_DTMF, b"4")
+        assert wait(lambda: str(call) in factory.sessions and factory.sessions[str(call)].digits == ["4"])
+        assert not factory.sessions[str(call)].ended
+        c.send(asock.KIND_HANGUP)
+        assert wait(lambda: factory.sessions[str(call)].ended)
+    finally:
+        c.close()
+
+
+def test_connections_without_uuid_take_no_call_slot_and_are_closed(factory, tmp_path):
+    srv = ServerThread(factory, sip=None, max_calls=2, max_pending=10, max_pending_per_source=3, uuid_timeout=1.0)
+    silent = [AudioSocketClient(srv.audiosocket_port) for _ in range(5)]
+    good = AudioSocketClient(srv.audiosocket_port, source="127.0.0.2")
+    try:
+        call = uuid.uuid4()
+        good.send(asock.KIND_UUID, call.bytes)
+        frame = good.frame()
+        assert frame is not None and frame[0] == asock.KIND_AUDIO
+        assert list(factory.sessions) == [str(call)]
+        # the two beyond the per-source bound are refused at once, the others closed after uuid_timeout
+        start = time.monotonic()
+        for c in silent:
+            while (f := c.frame()) is not None:
+                assert f[0] == asock.KIND_HANGUP
+        assert time.monotonic() - start < 5
+        assert list(factory.sessions) == [str(call)] and len(list((tmp_path / "logs").glob("*"))) == 1
+        assert srv.server.limiter.n_pending == 0 and srv.server.limiter.active == 1
+        good.send(asock.KIND_HANGUP)
+        assert wait(lambda: srv.server.limiter.active == 0 and factory.sessions[str(call)].ended)
+    finally:
+        for c in silent + [good]:
+            c.close()
         srv.close()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ivr.phone import rtp
+from ivr.phone.clock import MediaClock
 
 
 def test_packet_round_trip_and_header_fields():
@@ -119,7 +120,7 @@ def test_media_clock_has_no_drift(period, n):
     """1 s of ticks at the telephone frame period, and at 5 ms, where a clock that schedules each tick
     from the previous one (about 0.4 ms late each time here) drifts well past the window below."""
     async def run():
-        clock = rtp.MediaClock(period=period)
+        clock = MediaClock(period=period)
         seen = []
 
         def tick(now, skipped):
@@ -145,7 +146,7 @@ def test_media_clock_has_no_drift(period, n):
 
 def test_media_clock_skips_after_a_stall_instead_of_bursting():
     async def run():
-        clock = rtp.MediaClock()
+        clock = MediaClock()
         seen = []
 
         def tick(now, skipped):

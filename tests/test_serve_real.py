@@ -304,6 +304,15 @@ def test_operator_transfer_refer_accepted(serve, menu):
     (log,) = ivr.logs()
     assert [e["target"] for e in events_of(log, "transfer")] == ["operator"]
     assert not events_of(log, "transfer_failed")
+    # the outcome, in call time that never runs backwards
+    assert [e["outcome"] for e in events_of(log, "transfer_outcome")] == ["attempted", "accepted", "completed"]
+    times = [e["t"] for e in log]
+    assert times == sorted(times), str([(e["t"], e["type"]) for e in log])
+    assert refer.get("X-IVR-Menu-Path") == "0"  # the context for the operator
+    from ivr.channels.calllog import report
+
+    data = report([ivr.log_dir])
+    assert (data["calls"], data["transfers"], data["transfers_completed"], data["transfers_failed"]) == (1, 1, 1, 0)
 
 
 def test_operator_transfer_refused_goes_back_to_the_menu(serve):
@@ -328,4 +337,38 @@ def test_operator_transfer_refused_goes_back_to_the_menu(serve):
     (log,) = ivr.logs()
     (failed,) = events_of(log, "transfer_failed")
     assert "603" in failed["reason"]
+    outcomes = events_of(log, "transfer_outcome")
+    assert [e["outcome"] for e in outcomes] == ["attempted", "failed"] and "603" in outcomes[-1]["reason"]
+    from ivr.channels.calllog import report
+
+    data = report([ivr.log_dir])
+    assert (data["transfers"], data["transfers_completed"], data["transfers_failed"]) == (1, 0, 1)
     assert any(p["t"] >= failed["t"] for p in events_of(log, "play"))  # the apology and the menu again
+
+
+def test_idle_serve_exits_promptly_after_sigterm(serve, capsys):
+    """After its calls ended, nothing of them is kept: SIGTERM with no call up ends the process at once
+    (no wait for goodbyes, BYE answers or sessions that are gone)."""
+    ivr = serve()
+    c = SipClient(ivr.sip_port)
+    try:
+        ok, local_tag = c.invite()
+        c.rtp.settimeout(10)
+        c.rtp.recvfrom(2048)  # the greeting is flowing
+        c.request("BYE", to_tag=local_tag, cseq=2)
+        c.status(200, "BYE")
+        a = socket.create_connection(("127.0.0.1", ivr.audiosocket_port), timeout=10)
+        a.sendall(asock.uuid_frame(uuid.uuid4()))
+        a.recv(3)
+        a.sendall(asock.encode(asock.KIND_HANGUP))
+        a.close()
+        time.sleep(0.5)
+    finally:
+        c.close()
+    start = time.monotonic()
+    code = ivr.terminate(timeout=30)
+    took = time.monotonic() - start
+    with capsys.disabled():
+        print(f"\n`ivr serve` with no call up: exit {took:.2f} s after SIGTERM")
+    assert code == 0
+    assert took < 5.0, f"took {took:.1f} s (goodbye timeout is 10 s): something of an ended call was waited for"

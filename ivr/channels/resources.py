@@ -24,7 +24,7 @@ def load_settings() -> DialogueSettings:
     """``config/dialogue.yaml`` as validated settings."""
     from ivr.content import config
 
-    return DialogueSettings.from_config(config.load("dialogue"))
+    return DialogueSettings.from_config(config.load("dialogue"), source=str(config.path("dialogue")))
 
 
 def speech_model(model_path: str | os.PathLike | None) -> tuple[Path | None, str]:
@@ -107,8 +107,10 @@ class Resources:
         if speech:
             path, note = speech_model(model_path)
             model = asr.load_model(path) if path is not None else None
-        return cls(faq=faq, matcher=Matcher(faq), prompts=prompts, settings=settings, menu=menu, tts=tts,
-                   tts_rate=tts_rate, model=model, model_path=path, speech_note=note)
+        from ivr.channels.voice import use_recordings  # prompts/audio/*.wav are played before TTS
+
+        return use_recordings(cls(faq=faq, matcher=Matcher(faq), prompts=prompts, settings=settings, menu=menu,
+                                  tts=tts, tts_rate=tts_rate, model=model, model_path=path, speech_note=note))
 
     def dialogue(self):
         from ivr.core.dialogue import Dialogue

@@ -21,7 +21,33 @@ COMMAND_MODULES = [
     "ivr.cli.answer",  # answer FILE.wav
     "ivr.cli.call",  # call, chat, kiosk, menu, report
     "ivr.cli.serve",  # serve (SIP/RTP, AudioSocket)
+    "ivr.cli.check",  # check (every file an editor may touch)
+    "ivr.cli.test",  # test (conversation test cases)
 ]
+
+
+def _warnings_to_terminal() -> None:
+    """Warnings about input (a header hiding audio, samples that are not numbers) reach the user as one line
+    ``ivr: warning: ...``, not through Python's warnings machinery with a source line."""
+    import logging
+
+    class _ToStderr(logging.StreamHandler):
+        """Writes to whatever ``sys.stderr`` is at the time (it may be replaced after start-up)."""
+
+        @property
+        def stream(self):
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, _value):
+            pass
+
+    log = logging.getLogger("ivr.audio")
+    if not log.handlers:
+        handler = _ToStderr()
+        handler.setFormatter(logging.Formatter("ivr: warning: %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _warnings_to_terminal()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -108,8 +108,10 @@ def cmd_ask(args) -> int:
 
 def cmd_faq_check(args) -> int:
     from ivr.content.faq import load_faq
+    from ivr.language.match import Matcher
 
     faq = load_faq(args.dir)
+    Matcher(faq)  # the FAQ is only usable with the matcher's settings (config/match.yaml): check them too
     files = sorted({str(e.source) for e in faq.entries})
     print(f"FAQ OK: {len(faq.entries)} entries, {len(faq.topics)} topics, from {', '.join(files)}")
     print("topics (keypad key, id, entries):")
@@ -123,4 +125,5 @@ def cmd_faq_check(args) -> int:
     thin = [e.id for e in faq.entries if not e.paraphrases]
     if thin:
         print(f"note: entries without paraphrases (callers' wordings match less well): {thin}")
+    print("(the FAQ part only: `ivr check` validates the prompts, menu and settings files too)")
     return 0

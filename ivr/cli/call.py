@@ -32,8 +32,11 @@ def _register_menu(sub) -> None:
 
 def cmd_menu(args) -> int:
     from ivr.channels.resources import Resources
+    from ivr.cli.check import check_match, check_tts
     from ivr.core.menu import menu_to_json, menu_to_text
 
+    check_match()  # what a caller's words are matched with and the menu spoken with: broken -> say so now
+    check_tts()
     root = Resources.load(speech=False).menu
     if args.json:
         print(json.dumps(menu_to_json(root), ensure_ascii=False, indent=2))
@@ -296,13 +299,12 @@ def cmd_call(args) -> int:
     from ivr.channels.calllog import default_log_dir
     from ivr.channels.resources import Resources
     from ivr.channels.transcript import lines
+    from ivr.cli.options import check_output
     from ivr.errors import IvrError
     from ivr.media.audio import read_audio, write_wav_stereo
 
+    out = check_output(args.out)  # before the call runs: a long call must not end in "cannot write"
     caller, _ = read_audio(args.caller, CALL_RATE)
-    out = Path(args.out) if args.out else None
-    if out is not None and out.parent and not out.parent.exists():
-        raise IvrError(f"--out {out}: the directory {out.parent} does not exist", "create it or give another path")
     resources = Resources.load(model_path=args.model, tts_rate=CALL_RATE)
     if resources.model is None:
         print(f"ivr: {resources.speech_note}", file=sys.stderr)
@@ -339,15 +341,22 @@ def _register_report(sub) -> None:
                        description="Summarise a directory of call logs (*.jsonl): questions the IVR did not "
                                    "understand (with counts), answers per FAQ entry, calls, transfers and "
                                    "the mean call length.")
-    p.add_argument("log_dir", metavar="LOGDIR", nargs="?", help="the log directory (default: logs/)")
+    p.add_argument("log_dir", metavar="LOGDIR", nargs="*",
+                   help="log directories, e.g. one per `ivr serve` instance (default: logs/)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--html", metavar="FILE", help="also write the analytics page (one self-contained HTML file)")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args) -> int:
     from ivr.channels.calllog import default_log_dir, report, report_text
 
-    data = report(args.log_dir or default_log_dir())
+    data = report(args.log_dir or [default_log_dir()])
+    if args.html:  # ivr.channels.report_html: the same figures as a page with charts
+        from ivr.channels.report_html import write_page
+
+        page = write_page(args.html, data, args.log_dir or [default_log_dir()])
+        print(f"-- analytics page: {page}", file=sys.stderr)
     if args.json:
         print(json.dumps(data, ensure_ascii=False, indent=2))
         return 0

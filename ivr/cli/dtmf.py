@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+from ivr.cli.options import check_output, number
 from ivr.errors import IvrError
+
+MAX_GENERATED_SECONDS = 600.0  # the longest recording the other commands read
 
 
 def register(sub):
@@ -17,10 +20,15 @@ def register(sub):
     p.add_argument("--json", action="store_true", help='print {"digits": ..., "events": [...]} as JSON')
     p.add_argument("--generate", metavar="KEYS", help="keys to generate: 0-9 * # A-D")
     p.add_argument("--out", metavar="WAV", help="where --generate writes the tones")
-    p.add_argument("--rate", type=int, default=8000, help="sample rate for --generate (default 8000)")
-    p.add_argument("--tone-ms", type=float, default=100.0, help="length of each tone (default 100)")
-    p.add_argument("--gap-ms", type=float, default=100.0, help="silence after each tone (default 100)")
-    p.add_argument("--level", type=float, default=-10.0, help="level of each tone in dBFS (default -10)")
+    p.add_argument("--rate", type=number(4000, 192000, kind=int, unit="Hz", example="--rate 8000"), default=8000,
+                   help="sample rate for --generate (default 8000)")
+    p.add_argument("--tone-ms", type=number(1, 10000, unit="milliseconds", example="--tone-ms 100"),
+                   default=100.0, help="length of each tone, 1-10000 (default 100)")
+    p.add_argument("--gap-ms", type=number(0, 10000, unit="milliseconds", example="--gap-ms 100"),
+                   default=100.0, help="silence after each tone, 0-10000 (default 100)")
+    p.add_argument("--level", type=number(-90, -3, unit="dBFS; two tones add up, so -3 is full scale",
+                                          example="--level -10"),
+                   default=-10.0, help="level of each tone in dBFS, -90 to -3 (default -10)")
     p.set_defaults(func=_run)
 
 
@@ -41,8 +49,14 @@ def _generate(args) -> int:
         )
     if not args.out:
         raise IvrError("ivr dtmf --generate needs --out FILE.wav", f"e.g. ivr dtmf --generate {args.generate!r} --out keys.wav")
-    if not 4000 <= args.rate <= 192000:
-        raise IvrError(f"ivr dtmf: --rate {args.rate} is not a usable sample rate", "use 8000 or 16000")
+    if not args.generate:
+        raise IvrError("ivr dtmf --generate: no keys given", "give the keys, e.g. --generate 123#")
+    seconds = len(args.generate) * (args.tone_ms + args.gap_ms) / 1000
+    if seconds > MAX_GENERATED_SECONDS:
+        raise IvrError(f"ivr dtmf --generate: {len(args.generate)} keys of {args.tone_ms:g} + {args.gap_ms:g} ms "
+                       f"make {seconds:.0f} s of audio, more than the {MAX_GENERATED_SECONDS:.0f} s limit",
+                       "give fewer keys or shorter --tone-ms/--gap-ms")
+    check_output(args.out)
     samples = dtmf.generate(args.generate, args.rate, args.tone_ms, args.gap_ms, args.level)
     try:
         audio.write_wav(args.out, samples, args.rate)
@@ -55,8 +69,15 @@ def _generate(args) -> int:
 def _scan(args) -> int:
     from ivr.media import audio, dtmf
 
-    samples, rate = audio.read_audio(args.file)
-    events = dtmf.detect(samples, rate)
+    info = audio.open_audio(args.file)  # every problem the header shows, before any output
+    rx = dtmf.DtmfReceiver(info.rate)
+    events = []
+    n = 0
+    for block in audio.iter_blocks(args.file, info=info):  # memory bounded whatever the file's length
+        n += len(block)
+        events += rx.feed(block)
+    events += rx.flush()
+    rate = info.rate
     digits = dtmf.digits_of(events)
     if args.json:
         out = {
@@ -66,7 +87,7 @@ def _scan(args) -> int:
         print(json.dumps(out, ensure_ascii=False))
         return 0
     if not events:
-        print(f"{args.file}: no keypad tones ({len(samples) / rate:.2f} s scanned)")
+        print(f"{args.file}: no keypad tones ({n / rate:.2f} s scanned)")
         return 0
     print(f"{args.file}: {digits}")
     for e in events:

@@ -8,6 +8,7 @@ import time
 import unicodedata
 from pathlib import Path
 
+from ivr.cli.options import check_output, number
 from ivr.errors import IvrError
 
 VOICE_CHOICES = ["north", "central", "south"]
@@ -18,8 +19,8 @@ def register(sub):
     p = sub.add_parser("say", help="speak a text with the IVR's voice, or write it to a WAV file")
     p.add_argument("text", help="Vietnamese text (numbers, abbreviations and symbols are read out sensibly)")
     p.add_argument("--out", metavar="FILE.wav", help="write a mono 16-bit WAV instead of playing it")
-    p.add_argument("--rate", type=int, metavar="HZ",
-                   help="sample rate (default: phone_rate of config/tts.yaml with --out, kiosk_rate when playing)")
+    p.add_argument("--rate", type=number(4000, 96000, kind=int, unit="Hz", example="--rate 8000"), metavar="HZ",
+                   help="sample rate, 4000-96000 (default: phone_rate of config/tts.yaml with --out, kiosk_rate when playing)")
     _voice_options(p)
     p.add_argument("--show", action="store_true", help="print the spoken form of the text (what is synthesised)")
     p.set_defaults(func=_say)
@@ -33,13 +34,18 @@ def register(sub):
     r.add_argument("--cache-dir", metavar="DIR", help="cache directory (default: <cache>/tts, see IVR_CACHE_DIR)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_render)
+    from ivr.cli.prompts import register_actions  # status, script
+
+    register_actions(psub)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
 def _voice_options(p) -> None:
     p.add_argument("--voice", choices=VOICE_CHOICES, help="Vietnamese voice (default: voice of config/tts.yaml)")
-    p.add_argument("--wpm", type=int, metavar="N", help="speaking rate in words per minute (80-450)")
-    p.add_argument("--volume", type=float, metavar="V", help="volume from 0.0 to 1.0")
+    p.add_argument("--wpm", type=number(80, 450, kind=int, unit="words per minute", example="--wpm 160"),
+                   metavar="N", help="speaking rate in words per minute (80-450)")
+    p.add_argument("--volume", type=number(0, 1, example="--volume 0.8"), metavar="V",
+                   help="volume from 0.0 to 1.0")
 
 
 def _synth(args):
@@ -55,10 +61,20 @@ def _say(args) -> int:
     text = unicodedata.normalize("NFC", args.text)
     if not text.strip():
         raise IvrError("nothing to say: the text is empty", 'give the text in quotes: ivr say "Xin chào"')
+    from ivr.content.config import blank
+    from ivr.media.tts import speakable
+
+    spoken = spoken_form(text)
+    if blank(text) or not speakable(spoken):
+        shown = text.strip()
+        raise IvrError(f"nothing to say: {shown[:40]!r}{'…' if len(shown) > 40 else ''} has no letters or digits "
+                       "(only emoji, symbols, punctuation or invisible characters)",
+                       'give words to speak: ivr say "Xin chào"')
     cfg = config.load("tts")
     rate = args.rate or int(cfg.get("phone_rate" if args.out else "kiosk_rate", 16000))
     if args.show:
-        print(spoken_form(text))
+        print(spoken)
+    out_path = check_output(args.out)
     if not args.out:
         check_output_device()  # before synthesising: say at once when there is nowhere to play
     synth = _synth(args)
@@ -66,7 +82,7 @@ def _say(args) -> int:
     if args.out:
         from ivr.media.audio import write_wav
 
-        out = Path(args.out)
+        out = out_path
         try:
             write_wav(out, samples, rate)
         except (OSError, RuntimeError) as exc:  # soundfile reports an unwritable path as LibsndfileError
@@ -113,9 +129,8 @@ def prompt_texts(directory: Path | None = None) -> tuple[list[str], int]:
     Templates such as "bấm phím {key}" are completed by the IVR during a call; their completed texts are
     rendered (and cached) then.
     """
-    import yaml
-
     from ivr.content import paths
+    from ivr.content.config import read_yaml
 
     directory = Path(directory) if directory is not None else paths.prompts_dir()
     files = sorted(directory.glob("*.yaml"))
@@ -142,11 +157,7 @@ def prompt_texts(directory: Path | None = None) -> tuple[list[str], int]:
                 walk(value)
 
     for path in files:
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise IvrError(f"{path}: not valid YAML ({exc})", "fix the syntax at the line named") from None
-        walk(data)
+        walk(read_yaml(path))  # the one YAML reader: syntax errors and keys written twice name the line
     return list(dict.fromkeys(texts)), skipped
 
 

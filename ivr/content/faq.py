@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ivr.content import paths
-from ivr.content.config import read_yaml
+from ivr.content.config import at, blank, read_yaml, unknown_key_fix
 from ivr.errors import IvrError
 
 ENTRY_FIELDS = {"id", "topic", "question", "answer", "paraphrases", "keywords", "spoken"}
@@ -84,10 +84,11 @@ def _read(path: Path) -> dict:
         raise IvrError(f"{path}: expected a mapping with 'topics' and/or 'entries' at the top level, "
                        f"found {type(data).__name__}",
                        "start the file with 'topics:' and 'entries:' (see faq/smartca.yaml)")
-    unknown = sorted(set(map(str, data)) - FILE_FIELDS)
-    if unknown:
-        raise IvrError(f"{path}: unknown top-level field(s) {', '.join(unknown)}",
-                       "only 'topics' and 'entries' are allowed at the top level")
+    for key in data:
+        if str(key) not in FILE_FIELDS:
+            raise IvrError(f"{at(path, data, key)}: unknown top-level field '{key}'",
+                           "only 'topics' and 'entries' are allowed at the top level; "
+                           + unknown_key_fix(key, FILE_FIELDS))
     return data
 
 
@@ -96,8 +97,10 @@ def _text(value, where: str, *, required: bool = True) -> str:
         raise IvrError(f"{where}: expected text, found {type(value).__name__} ({value!r})",
                        "write the value as text (quote it if needed)")
     value = _nfc(value)
-    if required and not value.strip():
-        raise IvrError(f"{where}: is empty", "write the text or remove the entry")
+    if required and blank(value):
+        shown = "is empty" if not value else f"shows nothing (only spaces or invisible characters: {value!r})"
+        raise IvrError(f"{where}: {shown}; it would be read to callers as silence",
+                       "write the text or remove the entry")
     return value
 
 
@@ -124,9 +127,10 @@ def _load_topics(path: Path, raw, topics: list[Topic], seen: dict[str, Path]) ->
         if not isinstance(item, dict):
             raise IvrError(f"{where}: expected a mapping with id and label, found {type(item).__name__}",
                            "write it as '- id: password\\n    label: Mật khẩu và mã PIN'")
-        unknown = sorted(set(map(str, item)) - TOPIC_FIELDS)
-        if unknown:
-            raise IvrError(f"{where}: unknown field(s) {', '.join(unknown)}", "a topic has only 'id' and 'label'")
+        for key in item:
+            if str(key) not in TOPIC_FIELDS:
+                raise IvrError(f"{at(path, item, key)}, topic #{i + 1}: unknown field '{key}'",
+                               "a topic has only 'id' and 'label'; " + unknown_key_fix(key, TOPIC_FIELDS))
         for fld in ("id", "label"):
             if fld not in item:
                 raise IvrError(f"{where}, field '{fld}': missing", f"add '{fld}:' to the topic")
@@ -145,17 +149,17 @@ def _load_entry(path: Path, index: int, item) -> FaqEntry:
                        f"found {type(item).__name__}", "write the entry as '- id: ...' followed by its fields")
     raw_id = item.get("id")
     entry_id = raw_id if isinstance(raw_id, int) and not isinstance(raw_id, bool) else None
-    unknown = sorted(set(map(str, item)) - ENTRY_FIELDS)
-    if unknown:
-        raise IvrError(f"{_where(path, entry_id, index)}: unknown field(s) {', '.join(unknown)}",
-                       f"allowed fields are {', '.join(sorted(ENTRY_FIELDS))}; check the spelling")
+    for key in item:
+        if str(key) not in ENTRY_FIELDS:
+            where = _where(at(path, item, key), entry_id, index, str(key))
+            raise IvrError(f"{where}: unknown field", unknown_key_fix(key, ENTRY_FIELDS))
     for fld in REQUIRED_ENTRY_FIELDS:
         if fld not in item:
             raise IvrError(f"{_where(path, entry_id, index, fld)}: missing", f"add '{fld}:' to the entry")
     if entry_id is None or entry_id < 1:
         raise IvrError(f"{_where(path, None, index, 'id')}: expected a whole number of 1 or more, found {raw_id!r}",
                        "give the entry a unique positive number as its id")
-    w = lambda fld: _where(path, entry_id, index, fld)  # noqa: E731
+    w = lambda fld: _where(at(path, item, fld), entry_id, index, fld)  # noqa: E731
     topic = _text(item["topic"], w("topic")).strip()
     question = _text(item["question"], w("question"))
     answer = _text(item["answer"], w("answer"))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ivr.content import paths
-from ivr.content.config import read_yaml
+from ivr.content.config import at, blank, read_yaml, unknown_key_fix
 from ivr.errors import IvrError
 
 # prompt id -> ("text", placeholders) | ("ladder", placeholders) | ("parts", {part: placeholders})
@@ -110,7 +110,7 @@ class Prompts:
 
 
 def _check_template(path: Path, where: str, value: Any, allowed: set[str]) -> str:
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or blank(value):
         raise IvrError(
             f"{path}: prompt {where}: expected a non-empty text, found {type(value).__name__} {value!r:.60}",
             "write the sentence the IVR should say",
@@ -135,12 +135,10 @@ def parse_prompts(data: Any, path: Path) -> Prompts:
     """Validate the mapping read from a prompts file."""
     if not isinstance(data, dict):
         raise IvrError(f"{path}: expected a mapping of prompt ids at the top level", "see prompts/vi.yaml")
-    unknown = sorted(str(k) for k in data if k not in SPEC and k not in OPTIONAL)
-    if unknown:
-        raise IvrError(
-            f"{path}: unknown prompt id(s): {', '.join(unknown)}",
-            "check the spelling; the prompt ids are: " + ", ".join(list(SPEC) + sorted(OPTIONAL)),
-        )
+    for key in data:
+        if key not in SPEC and key not in OPTIONAL:
+            raise IvrError(f"{at(path, data, key)}: unknown prompt id '{key}'",
+                           unknown_key_fix(key, list(SPEC) + sorted(OPTIONAL)))
     texts: dict[str, Any] = {}
     for prompt_id, (kind, allowed) in SPEC.items():
         if prompt_id not in data:
@@ -163,12 +161,10 @@ def parse_prompts(data: Any, path: Path) -> Prompts:
                     f"{path}: prompt {prompt_id}: expected a mapping with " + ", ".join(allowed),
                     f"write {prompt_id}: with the fields " + ", ".join(allowed),
                 )
-            extra = sorted(str(k) for k in value if k not in allowed)
-            if extra:
-                raise IvrError(
-                    f"{path}: prompt {prompt_id}: unknown field(s) {', '.join(extra)}",
-                    f"the fields of {prompt_id} are: " + ", ".join(allowed),
-                )
+            for key in value:
+                if key not in allowed:
+                    raise IvrError(f"{at(path, value, key)}: prompt {prompt_id}: unknown field '{key}'",
+                                   unknown_key_fix(key, allowed))
             parts = {}
             for part, part_allowed in allowed.items():
                 if part not in value:

@@ -179,7 +179,9 @@ class Matcher:
             from ivr.content import config
 
             settings = config.load("match")
-        self.settings = check_settings(settings or {})
+            self.settings = check_settings(settings or {}, source=str(config.path("match")))
+        else:
+            self.settings = check_settings(settings or {})
         s = self.settings
         self.answer_threshold = float(s["answer_threshold"])
         self.confirm_threshold = float(s["confirm_threshold"])

@@ -331,8 +331,11 @@ def generate(
         raise IvrError(
             f"DTMF: cannot generate key {bad[0]!r} in {digits!r}", "use only the keypad keys 0-9 * # A B C D"
         )
-    if tone_ms <= 0 or gap_ms < 0:
+    if not (np.isfinite(tone_ms) and np.isfinite(gap_ms) and tone_ms > 0 and gap_ms >= 0):
         raise IvrError(f"DTMF: tone_ms={tone_ms}, gap_ms={gap_ms} make no sense", "give a positive tone length")
+    if not (np.isfinite(level_dbfs) and np.isfinite(twist_db) and max(level_dbfs, level_dbfs + twist_db) <= 0):
+        raise IvrError(f"DTMF: level {level_dbfs} dBFS (twist {twist_db} dB) is not a usable level",
+                       "give a level below 0 dBFS, e.g. -10")
     nt = int(round(rate * tone_ms / 1000))
     ng = int(round(rate * gap_ms / 1000))
     t = np.arange(nt) / rate

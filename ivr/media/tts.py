@@ -29,7 +29,12 @@ How pyttsx3 2.99's espeak driver behaves on Linux, and what this module does abo
   the program's output: the driver's ``print`` is replaced by a no-op and file descriptors 1 and 2 are
   pointed at a scratch file (``os.dup2``) around every engine call.
 - Empty text makes the driver return without writing a file, so blank text renders as zero samples
-  without calling the engine.
+  without calling the engine. Text with nothing speakable in it (emoji, symbols only) is an ``IvrError``:
+  espeak-ng would give a hundredth of a second of silence.
+- Very long text (tens of thousands of characters in one call) crashes the process inside the driver
+  (a segmentation fault, no message). The engine is given pieces of at most ``MAX_PIECE_CHARS``
+  characters, cut at sentence ends (then clause marks, then spaces); texts that short are rendered in
+  one piece as before, so cached prompts and answers keep their audio.
 
 pyttsx3 is not thread-safe and espeak-ng can be initialised once per process: one engine per process,
 every use of it under ``_ENGINE_LOCK``.
@@ -60,6 +65,7 @@ ESPEAK_INSTALL = "sudo apt-get install espeak-ng"
 MIN_WPM, MAX_WPM = 80, 450
 DEFAULT_WPM = 175  # espeak-ng's own default rate
 CACHE_FORMAT = 1  # bump when the way audio is produced or stored changes
+MAX_PIECE_CHARS = 1000  # longest text handed to the engine in one call (FAQ answers are under 600)
 
 _ENGINE_LOCK = threading.Lock()
 _engine = None  # the process's one pyttsx3 engine, created on first use
@@ -239,13 +245,23 @@ class Synthesizer:
                 "engine": self.engine_version}
 
     def render_native(self, spoken: str) -> tuple[np.ndarray, int]:
-        """Synthesise text exactly as given (no spoken form) at espeak-ng's own rate -> (samples, rate)."""
-        import soundfile as sf
+        """Synthesise text exactly as given (no spoken form) at espeak-ng's own rate -> (samples, rate).
 
-        global _engine_voice
+        Long text goes to the engine in pieces (:func:`pieces`), which are joined."""
         spoken = unicodedata.normalize("NFC", spoken or "")
         if not spoken.strip():
             return np.zeros(0, dtype=np.int16), 22050
+        parts = pieces(spoken)
+        if len(parts) == 1:
+            return self._render_piece(parts[0])
+        rendered = [self._render_piece(p) for p in parts]
+        rate = rendered[0][1]
+        return np.concatenate([r[0] for r in rendered]), rate
+
+    def _render_piece(self, spoken: str) -> tuple[np.ndarray, int]:
+        import soundfile as sf
+
+        global _engine_voice
         fd, wav = tempfile.mkstemp(prefix="ivr-tts-", suffix=".wav")
         os.close(fd)
         os.unlink(wav)  # the driver creates it; its absence afterwards means no audio was produced
@@ -293,8 +309,41 @@ class Synthesizer:
 
         sample_rate = check_rate(sample_rate)
         spoken = unicodedata.normalize("NFC", text or "") if raw else spoken_text(text)
+        if (text or "").strip() and not speakable(spoken):
+            shown = (text or "").strip()
+            raise IvrError(f"nothing to say: {shown[:40]!r}{'…' if len(shown) > 40 else ''} has no letters or "
+                           "digits (only emoji, symbols or punctuation), so it would be a moment of silence",
+                           "write the words to speak")
         samples, native = self.render_native(spoken)
         return resample(samples, native, sample_rate)
+
+
+def speakable(text: str) -> bool:
+    """True when ``text`` has something the voice can say: a letter or a digit."""
+    return any(unicodedata.category(c)[0] in "LN" for c in text)
+
+
+_CUTS = (".!?…\n", ";:", ",", " ")
+
+
+def pieces(text: str, limit: int = MAX_PIECE_CHARS) -> list[str]:
+    """``text`` cut into pieces of at most ``limit`` characters the engine can take: at sentence ends where
+    possible, then at clause marks, then at spaces, and only as a last resort inside a word."""
+    out: list[str] = []
+    rest = text.strip()
+    while len(rest) > limit:
+        cut = -1
+        for marks in _CUTS:
+            cut = max(rest.rfind(m, limit // 4, limit) for m in marks)
+            if cut >= 0:
+                break
+        cut = cut + 1 if cut >= 0 else limit
+        piece, rest = rest[:cut].strip(), rest[cut:].strip()
+        if piece:
+            out.append(piece)
+    if rest:
+        out.append(rest)
+    return [p for p in out if speakable(p)] or out[:1]
 
 
 def spoken_text(text: str) -> str:

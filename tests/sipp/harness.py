@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 
-from ivr.phone.serve import PhoneServer, ServeOptions
+from ivr.phone.server import PhoneServer, ServeOptions
 from ivr.phone.sip.message import SipMessage, SipParseError, parse
 
 
@@ -79,13 +79,14 @@ class ServerThread:
 class SipClient:
     """A bare UDP SIP peer for protocol tests: sends requests, collects responses and requests."""
 
-    def __init__(self, server_port: int):
+    def __init__(self, server_port: int, host: str = "127.0.0.1"):
+        self.host = host  # the client's own address (another loopback address is another source)
         self.server = ("127.0.0.1", server_port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, 0))
         self.port = self.sock.getsockname()[1]
         self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.rtp.bind(("127.0.0.1", 0))
+        self.rtp.bind((host, 0))
         self.rtp_port = self.rtp.getsockname()[1]
         self.call_id = f"{uuid.uuid4()}@test"
         self.tag = uuid.uuid4().hex[:8]
@@ -96,28 +97,31 @@ class SipClient:
         self.sock.close()
         self.rtp.close()
 
-    def offer(self, pts: str = "0 8 101", address: str = "127.0.0.1") -> str:
+    def offer(self, pts: str = "0 8 101", address: str | None = None, port: int | None = None,
+              direction: str = "sendrecv", version: int = 1) -> str:
+        address = address or self.host
+        family = "IP6" if ":" in address else "IP4"
         return (
-            f"v=0\r\no=t 1 1 IN IP4 {address}\r\ns=-\r\nc=IN IP4 {address}\r\nt=0 0\r\n"
-            f"m=audio {self.rtp_port} RTP/AVP {pts}\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
-            "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n"
+            f"v=0\r\no=t 1 {version} IN {family} {address}\r\ns=-\r\nc=IN {family} {address}\r\nt=0 0\r\n"
+            f"m=audio {port or self.rtp_port} RTP/AVP {pts}\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+            f"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na={direction}\r\n"
         )
 
     def request(self, method: str, *, body: str = "", branch: str | None = None, to_tag: str | None = None,
-                cseq: int | None = None, extra: str = "", call_id: str | None = None, ctype: str = "application/sdp"
-                ) -> tuple[bytes, str]:
+                cseq: int | None = None, extra: str = "", call_id: str | None = None, ctype: str = "application/sdp",
+                from_tag: str | None = None, uri: str | None = None) -> tuple[bytes, str]:
         branch = branch or "z9hG4bK" + uuid.uuid4().hex[:12]
         to = "<sip:ivr@127.0.0.1>" + (f";tag={to_tag}" if to_tag else "")
         n = self.cseq if cseq is None else cseq
         head = (
-            f"{method} sip:ivr@127.0.0.1:{self.server[1]} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch={branch};rport\r\n"
+            f"{method} {uri or f'sip:ivr@127.0.0.1:{self.server[1]}'} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {self.host}:{self.port};branch={branch};rport\r\n"
             "Max-Forwards: 70\r\n"
-            f"From: <sip:caller@127.0.0.1:{self.port}>;tag={self.tag}\r\n"
+            f"From: <sip:caller@{self.host}:{self.port}>;tag={from_tag or self.tag}\r\n"
             f"To: {to}\r\n"
             f"Call-ID: {call_id or self.call_id}\r\n"
             f"CSeq: {n} {method}\r\n"
-            f"Contact: <sip:caller@127.0.0.1:{self.port}>\r\n"
+            f"Contact: <sip:caller@{self.host}:{self.port}>\r\n"
             f"{extra}"
         )
         if body:
@@ -171,7 +175,7 @@ class SipClient:
         to_tag = ok.get("To").split("tag=")[1].split(";")[0]
         self.request("ACK", branch=branch, to_tag=to_tag, cseq=ok.cseq[0])
 
-    def invite(self, pts: str = "0 8 101", address: str = "127.0.0.1") -> tuple[SipMessage, str]:
+    def invite(self, pts: str = "0 8 101", address: str | None = None) -> tuple[SipMessage, str]:
         """INVITE, wait for the 200, ACK it. Returns (200 OK, local to-tag)."""
         _, branch = self.request("INVITE", body=self.offer(pts, address))
         ok = self.status(200)
@@ -363,3 +367,68 @@ class IvrServe:
         for path in sorted(self.log_dir.glob("*.jsonl")):
             out.append([json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()])
         return out
+
+
+# ---------------------------------------------------------------- kamailio
+
+KAMAILIO_CFG = SIPP_DIR.parent.parent / "deploy" / "kamailio" / "kamailio.cfg"
+
+
+class Kamailio:
+    """Debian's kamailio with deploy/kamailio/kamailio.cfg in front of ``instances`` (SIP ports on
+    127.0.0.1): a foreground child (-DD -E) with its dispatcher list, runtime dir and log in a temp dir,
+    on a free port. Every wait has a deadline; ``stop`` always ends the process."""
+
+    def __init__(self, tmp_dir, instances: list[int], ping_interval: int = 1, fr_timer_ms: int = 1000,
+                 timeout: float = 20.0):
+        import subprocess
+        from pathlib import Path
+
+        self.dir = Path(tmp_dir) / f"kamailio-{time.monotonic_ns()}"
+        self.dir.mkdir()
+        (self.dir / "dispatcher.list").write_text("".join(f"1 sip:127.0.0.1:{p}\n" for p in instances))
+        self.log_path = self.dir / "kamailio.log"
+        self.port = free_udp_port()
+        cmd = ["kamailio", "-DD", "-E", "-f", str(KAMAILIO_CFG), "-Y", str(self.dir), "-w", str(self.dir),
+               "-m", "32", "-M", "4",
+               "-A", f"LISTEN=udp:127.0.0.1:{self.port}", "-A", f'DS_LIST="{self.dir / "dispatcher.list"}"',
+               "-A", f"DS_PING_INTERVAL={ping_interval}", "-A", f"FR_TIMER={fr_timer_ms}"]
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float) -> None:
+        probe = SipClient(self.port)
+        try:
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"kamailio exited {self.proc.returncode}: {self.log()}")
+                probe.call_id = f"{uuid.uuid4()}@ready"
+                probe.request("OPTIONS", uri=f"sip:127.0.0.1:{self.port}")
+                if probe.receive(0.5) is not None:
+                    return
+            raise RuntimeError(f"kamailio did not answer within {timeout} s: {self.log()}")
+        finally:
+            probe.close()
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()

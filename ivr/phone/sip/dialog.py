@@ -1,7 +1,8 @@
 """The UAS side of one SIP dialog (RFC 3261 section 12) and the requests the IVR sends inside it (BYE, REFER).
 
-Also the response addressing of RFC 3261 18.2.2 with RFC 3581 (rport): a response goes to the ``received``
-address and the ``rport`` port of the top Via.
+Also the response addressing of RFC 3261 18.2.2 with RFC 3581 (rport): a response goes to the address the
+request really came from (never to a ``received`` or ``rport`` value the sender wrote itself), at the
+source port when the Via asks for rport, else at the Via's sent-by port.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def stamp_via(msg: SipMessage, source: tuple[str, int]) -> Via:
     """Add ``received`` and fill ``rport`` on the top Via of a request that came from ``source`` (RFC 3581)."""
     vias = msg.get_all("Via")
     via = parse_via(vias[0])
+    via.params.pop("received", None)  # whatever the sender claims: only the packet's source counts
     if via.host != source[0]:
         via.params["received"] = source[0]
     if "rport" in via.params:
@@ -48,18 +50,15 @@ def stamp_via(msg: SipMessage, source: tuple[str, int]) -> Via:
 
 
 def response_address(msg: SipMessage, source: tuple[str, int]) -> tuple[str, int]:
-    """Where responses to ``msg`` go: received/rport of the top Via, else its sent-by, else the source."""
+    """Where responses to ``msg`` (which came from ``source``) go: the source address always; the source
+    port when the top Via has rport (RFC 3581), else the Via's sent-by port (RFC 3261 18.2.2)."""
     try:
         via = parse_via(msg.get("Via") or "")
     except ValueError:
         return source
-    host = via.params.get("received") or via.host
-    rport = via.params.get("rport")
-    if rport and rport.isdigit():
-        return host, int(rport)
-    if not is_ip(host):
-        return source[0], via.port or 5060
-    return host, via.port or 5060
+    if "rport" in via.params:
+        return source
+    return source[0], via.port or 5060
 
 
 @dataclass

@@ -34,6 +34,8 @@ CANONICAL["cseq"] = "CSeq"
 # headers whose comma-separated values are separate entries (RFC 3261 7.3.1)
 MULTI = {"Via", "Route", "Record-Route", "Contact"}
 REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
+# headers a message carries at most once (RFC 3261 20): two of them make the message ambiguous -> 400
+SINGLE = ("From", "To", "Call-ID", "CSeq", "Content-Length", "Content-Type", "Max-Forwards")
 TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 
 REASONS = {
@@ -200,6 +202,9 @@ def parse(data: bytes) -> SipMessage:
             msg.headers.append((key, value))
     if errors:
         raise SipParseError(errors[0], msg)
+    for name in SINGLE:
+        if len(msg.get_all(name)) > 1:
+            raise SipParseError(f"{name} header appears more than once", msg)
     length_text = msg.get("Content-Length")
     if length_text is not None:
         if not length_text.isdigit() or len(length_text) > 6:
@@ -214,17 +219,20 @@ def parse(data: bytes) -> SipMessage:
         missing = [h for h in REQUIRED if not msg.get(h)]
         if missing:
             raise SipParseError(f"missing header {', '.join(missing)}", msg)
-        number, method = parse_cseq(msg.get("CSeq") or "")
-        if method != msg.method:
-            raise SipParseError(f"CSeq method {method} does not match {msg.method}", msg)
         try:
+            number, method = parse_cseq(msg.get("CSeq") or "")
             parse_via(msg.get("Via") or "")
         except SipParseError as exc:
             raise SipParseError(exc.reason, msg) from None
+        if method != msg.method:
+            raise SipParseError(f"CSeq method {method} does not match {msg.method}", msg)
     else:
         if not msg.get("Via") or not msg.get("CSeq") or not msg.get("Call-ID"):
             raise SipParseError("response without Via, CSeq or Call-ID", msg)
-        parse_cseq(msg.get("CSeq") or "")
+        try:
+            parse_cseq(msg.get("CSeq") or "")
+        except SipParseError as exc:
+            raise SipParseError(exc.reason, msg) from None
     return msg
 
 

@@ -4,22 +4,36 @@ What it does, per method:
 - INVITE (new): 100 Trying, 180 Ringing, then after ``ring`` seconds 200 OK with the SDP answer; the 200 is
   retransmitted from T1 doubling up to T2 until the ACK; no ACK within 64*T1 (timer H) -> BYE and clean-up.
   488 when no common codec or an unusable offer, 486 when the call limit is reached, 503 while shutting down.
-- INVITE (re-INVITE in a dialog): 200 OK with the current session SDP (the remote RTP address is updated).
-- ACK: confirms the call; the session starts (greeting) and media flows.
+- INVITE (re-INVITE in a dialog): 200 OK with an SDP answer to the new offer (hold: ``a=sendonly`` is
+  answered ``a=recvonly``, ``a=inactive`` with ``a=inactive``; the ``o=`` version goes up when it changes).
+- ACK: confirms the call; only now does the call get its slot, its session (greeting) and its log.
 - BYE: 200 OK, the session is told the caller hung up. The IVR's own BYE carries the dialog's tags, next
-  CSeq and Route set and is retransmitted until a final response.
+  CSeq and Route set and is retransmitted until a final response; the dialog lives on until then, so a
+  BYE from the caller that crosses ours is answered 200 (not 481).
+- Requests inside a dialog (ACK, BYE, INFO, NOTIFY, re-INVITE) are matched by Call-ID *and* both tags
+  (RFC 3261 12.2.2): a wrong From or To tag gets 481 and changes nothing.
 - CANCEL before the answer: 200 for the CANCEL and 487 for the INVITE.
-- OPTIONS: 200 with Allow/Accept/Supported. INFO with application/dtmf-relay: a key. NOTIFY: REFER progress.
+- OPTIONS: 200 with Allow/Accept; 503 with Retry-After while draining (a load balancer's probe). INFO with application/dtmf-relay: a key. NOTIFY: REFER progress.
 - Operator transfer: REFER (RFC 3515) with Refer-To: the operator URI; 202 then a NOTIFY whose sipfrag says
   2xx -> BYE; a refusal, a failure or no operator configured -> ``session.transfer_failed``.
 - Anything else: 501. A datagram that does not parse is answered 400 when its request line and Via could be
-  read, otherwise dropped. Responses go where the top Via says (received/rport, RFC 3581).
+  read (a bad CSeq, a Via port out of range, a header that must appear once appearing twice), otherwise
+  dropped. A request whose top Via names a transport other than UDP gets 400. Responses go to the packet's
+  real source address (RFC 3261 18.2.2, RFC 3581); ``received``/``rport`` values the sender wrote are ignored.
 - Requests from addresses outside the allow list are dropped without an answer.
+- Unconfirmed calls (INVITE answered, no ACK yet) are bounded in all and per source address, apart from
+  the call limit; they hold an RTP port but no session, no log file and no call slot.
+
+Media (RTP) goes to the SDP address at once only when it is the signalling source's address or inside
+``media_networks`` (an RTP proxy); any other address gets RTP only after RTP came from it (symmetric RTP
+latching, like Asterisk's strictrtp/comedia), so an offer cannot aim the IVR's audio at a third party.
+Inbound RTP is bounded per call in rate and size: the excess is dropped and counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 import socket
@@ -29,14 +43,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from ivr.phone import rtp
-from ivr.phone.serve import AllowList, CallLimiter, SessionFactory, SessionWorker
+from ivr.phone.admission import AllowList, CallLimiter
+from ivr.phone.clock import MediaClock
 from ivr.phone.sip import sdp
 from ivr.phone.sip.dialog import T1, T2, Dialog, new_tag, response_address, stamp_via
 from ivr.phone.sip.message import SipMessage, SipParseError, make_response, parse, parse_via
+from ivr.phone.worker import SessionFactory, SessionWorker
 
 log = logging.getLogger("ivr.phone.sip")
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY"
+RTP_RATE = 150.0  # inbound RTP packets per second one call may send (audio 50/s plus key events)
+RTP_BURST = 50.0  # ... in bursts of up to this many
+RTP_MAX_SIZE = 1500  # bytes in one RTP packet (G.711 at 20 ms: 172)
 USER_AGENT = "ivr-smartca"
 
 
@@ -52,6 +71,7 @@ class SipSettings:
     transfer_timeout: float = 30.0
     media_timeout: float = 60.0  # no RTP at all from the caller for this long -> BYE
     public_ip: str | None = None  # address put in SDP/Contact (default: the bound address)
+    media_networks: AllowList | None = None  # RTP may be sent there before any arrives (an RTP proxy)
 
 
 class ClientTransaction:
@@ -71,6 +91,7 @@ class ClientTransaction:
 
     def start(self) -> None:
         self.server.client_txns[self.branch] = self
+        self.server.txns_idle.clear()
         self.server.send(self.data, self.dest)
         self._arm()
 
@@ -100,6 +121,8 @@ class ClientTransaction:
         if self._handle:
             self._handle.cancel()
         self.server.client_txns.pop(self.branch, None)
+        if not self.server.client_txns:
+            self.server.txns_idle.set()
         try:
             self.on_final(resp)
         except Exception:
@@ -116,9 +139,13 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self.sender: rtp.RtpSender | None = None
         self.remote: tuple[str, int] | None = None
         self.latch = False  # True: take the source of the first packet as the remote address
+        self.latch_from: set[str] = set()  # addresses the first packet may come from
         self.silence = b""
         self.received = 0
         self.ignored = 0
+        self.dropped = 0  # over the rate or size bound
+        self._tokens = RTP_BURST
+        self._t_tokens = time.monotonic()
         self.last_rx = time.monotonic()
 
     def connection_made(self, transport) -> None:
@@ -128,23 +155,40 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         if self.sender is None or self.sender.payload_type != neg.payload_type:
             self.sender = rtp.RtpSender(neg.payload_type)
         self.silence = rtp.encode(np.zeros(rtp.FRAME_SAMPLES, dtype=np.int16), neg.codec)
-        if neg.remote_routable:
-            self.remote = (neg.remote_address, neg.remote_port)
+        target = (neg.remote_address, neg.remote_port) if neg.remote_routable else None
+        if target is not None and target == self.remote:
+            return  # the same address as before (a re-INVITE for hold, a session refresh)
+        server = self.call.server
+        trusted = server.settings.media_networks
+        if target is not None and (same_host(target[0], self.call.source[0])
+                                   or (trusted is not None and trusted.allows(target[0]))):
+            self.remote = target
             self.latch = False
-        else:
+        else:  # elsewhere: nothing goes there before RTP comes from there (symmetric RTP latching)
             self.remote = None
             self.latch = True
+            self.latch_from = {self.call.source[0]} | ({target[0]} if target else set())
 
     def datagram_received(self, data: bytes, addr) -> None:
         addr = (addr[0], addr[1])
         if self.latch and self.remote is None:
-            if not self.call.server.allow.allows(addr[0]):
+            trusted = self.call.server.settings.media_networks
+            if not (any(same_host(addr[0], h) for h in self.latch_from)
+                    or (trusted is not None and trusted.allows(addr[0]))):
                 self.ignored += 1
                 return
             self.remote = addr
+            self.latch = False
         if addr != self.remote:
             self.ignored += 1
             return
+        now = time.monotonic()  # token bucket: a flood costs a comparison per packet, not a decode
+        self._tokens = min(RTP_BURST, self._tokens + (now - self._t_tokens) * RTP_RATE)
+        self._t_tokens = now
+        if len(data) > RTP_MAX_SIZE or self._tokens < 1.0:
+            self.dropped += 1
+            return
+        self._tokens -= 1.0
         try:
             packet = rtp.RtpPacket.parse(data)
         except rtp.RtpError:
@@ -175,6 +219,8 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         payload, speech = frame if frame else (self.silence, False)
         if self.remote is not None and call.negotiated and call.negotiated.direction in ("sendrecv", "sendonly"):
             self.transport.sendto(self.sender.packet(payload, rtp.FRAME_SAMPLES, speech), self.remote)
+        else:  # nothing sent (on hold, or not latched yet): the stream's clock still advances
+            self.sender.skip(rtp.FRAME_SAMPLES)
         call.after_tick(now)
 
     def close(self) -> None:
@@ -203,9 +249,12 @@ class SipCall:
         self._timers: list[asyncio.TimerHandle] = []
         self._retx_interval = server.settings.t1
         self.transfer_state: str | None = None  # None | "pending" | "accepted" | "done"
-        self.transfer_deadline = 0.0
+        self._transfer_timer: asyncio.TimerHandle | None = None
         self.end_reason = ""
         self.hangup_sent = False
+        self.pending = True  # holds a pending (unconfirmed) place in the limiter until ACK or the end
+        self.has_slot = False  # holds a call slot (from the ACK on)
+        self.sdp_version = 1
 
     # -- responses ---------------------------------------------------------------------------------
     def respond(self, status: int, body: bytes = b"", headers=None, *, store: bool = True) -> None:
@@ -213,7 +262,7 @@ class SipCall:
         if status > 100 and status < 300:
             hdrs.append(("Contact", self.server.contact))
         if status == 200:
-            hdrs += [("Allow", ALLOW), ("Supported", "replaces"), ("Content-Type", "application/sdp")]
+            hdrs += [("Allow", ALLOW), ("Content-Type", "application/sdp")]
         hdrs += headers or []
         resp = make_response(self.invite, status, to_tag=self.local_tag, headers=hdrs, body=body)
         data = resp.to_bytes()
@@ -251,29 +300,36 @@ class SipCall:
         if self.state != "answered":
             return
         self.state = "confirmed"
-        if self.worker:
-            self.worker.start()
+        server = self.server
+        self._release_pending()
+        if server.limiter.try_acquire() is not None:
+            log.info("call %s: no call slot free at the ACK, hanging up", self.call_id)
+            self.hang_up("busy")
+            return
+        self.has_slot = True
+        codec = self.negotiated.codec
+        self.worker = SessionWorker(server.factory, self.call_id, "sip",
+                                    lambda pcm: rtp.encode(pcm, codec), lambda data: rtp.decode(data, codec),
+                                    on_drained=self._ivr_hung_up, on_transfer=self.start_transfer)
+        self.worker.start()
         if self.rtp:
             self.rtp.last_rx = time.monotonic()
         self.clock_token = self.server.clock.subscribe(self.rtp.tick) if self.rtp else None
 
     def after_tick(self, now: float) -> None:
-        """Checks done at every media tick: the IVR hung up, a transfer request, silence from the caller."""
-        worker = self.worker
-        if self.state != "confirmed" or worker is None:
-            return
-        if worker.drained:
-            self.hang_up(worker.failed or "ivr hung up")
-        elif worker.transfer_to and self.transfer_state is None:
-            self.start_transfer(worker.transfer_to)
-        elif self.transfer_state in ("pending", "accepted") and now > self.transfer_deadline:
-            self.transfer_result(False, "no transfer result in time")
-        elif (self.rtp and self.negotiated and self.negotiated.direction in ("sendrecv", "recvonly")
-              and now - self.rtp.last_rx > self.server.settings.media_timeout):
-            self.hang_up("no media from the caller")  # (a caller on hold sends none: not counted)
+        """Checked at every media tick: silence from the caller (a caller on hold sends none: not counted)."""
+        if (self.state == "confirmed" and self.rtp and self.negotiated
+                and self.negotiated.direction in ("sendrecv", "recvonly")
+                and now - self.rtp.last_rx > self.server.settings.media_timeout):
+            self.hang_up("no media from the caller")
+
+    def _ivr_hung_up(self) -> None:
+        """The worker's signal: the IVR hung up and its last frame was sent."""
+        self.hang_up(self.worker.failed if self.worker and self.worker.failed else "ivr hung up")
 
     def hang_up(self, reason: str) -> None:
-        """The IVR ends the call: BYE (retransmitted until answered) and clean-up."""
+        """The IVR ends the call: BYE (retransmitted until answered) and clean-up. The dialog is kept until
+        the BYE is answered, so that a BYE from the caller crossing ours is answered 200."""
         if self.state in ("ending", "ended"):
             return
         self.end_reason = reason
@@ -281,50 +337,86 @@ class SipCall:
             bye = self.dialog.request("BYE", self.server.via_host, self.server.port, self.server.contact,
                                       [("User-Agent", USER_AGENT), ("Reason", f'SIP;cause=200;text="{reason}"')])
             self.hangup_sent = True
-            ClientTransaction(self.server, bye, self.dialog.destination(self.source), lambda r: None).start()
+            self.release()
+            self.state = "ending"
+            ClientTransaction(self.server, bye, self.dialog.destination(self.source),
+                              lambda r: self.cleanup(caller_hung_up=False)).start()
+            return
         self.cleanup(caller_hung_up=False)
 
+    def _release_pending(self) -> None:
+        if self.pending:
+            self.pending = False
+            self.server.limiter.release_pending(self.source[0])
+
     def cleanup(self, caller_hung_up: bool) -> None:
+        """The call is over: everything of it is released and the server forgets it."""
         if self.state == "ended":
             return
-        if self.rtp and self.rtp.sender:
-            log.info("call %s ended (%s): %d RTP packets sent, %d frames not ready in time, %d received, %d ignored",
-                     self.call_id, self.end_reason or self.state, self.rtp.sender.sent,
-                     self.worker.underruns if self.worker else 0, self.rtp.received, self.rtp.ignored)
+        self.release()
         self.state = "ended"
+        self.server.forget(self)
+
+    def release(self) -> None:
+        """Media, session, timers and the call's places in the limiter: all let go (idempotent)."""
+        if self.state in ("ending", "ended"):
+            return
+        if self.rtp and self.rtp.sender:
+            log.info("call %s ended (%s): %d RTP packets sent, %d frames not ready in time, %d received, %d ignored, %d dropped",
+                     self.call_id, self.end_reason or self.state, self.rtp.sender.sent,
+                     self.worker.underruns if self.worker else 0, self.rtp.received, self.rtp.ignored,
+                     self.rtp.dropped)
         for handle in self._timers:
             handle.cancel()
+        self._timers.clear()
         if self.clock_token is not None:
             self.server.clock.unsubscribe(self.clock_token)
+            self.clock_token = None
         if self.rtp:
             self.rtp.close()
             self.server.release_port(self.rtp_port)
+        if self._transfer_timer:
+            self._transfer_timer.cancel()
         if self.worker:
             if not self.worker.started:
                 self.worker.stop()
             else:  # tells the session unless it hung up itself
                 self.worker.hangup()
-        self.server.forget(self)
+            closing = self.server.closing
+            closing.add(self.worker.finished)
+            self.worker.finished.add_done_callback(closing.discard)
+            self.worker = None  # nothing of the call is kept once the session is let go
+        self._release_pending()
+        if self.has_slot:
+            self.has_slot = False
+            self.server.limiter.release()
 
     # -- transfer ----------------------------------------------------------------------------------
-    def start_transfer(self, target: str) -> None:
+    def start_transfer(self, target: str, context: dict | None = None) -> None:
+        """The worker's signal: the dialogue asks for the operator. REFER with what the caller asked."""
+        if self.state != "confirmed" or self.transfer_state is not None or self.worker is None:
+            return
         uri = self.server.settings.operator_uri
         if not uri:
             log.info("call %s: transfer asked but no operator URI configured", self.call_id)
-            self.transfer_state = None
             self.worker.transfer_failed("no operator URI configured (--operator-uri)")
             return
         self.transfer_state = "pending"
-        self.transfer_deadline = time.monotonic() + self.server.settings.transfer_timeout
-        refer = self.dialog.request("REFER", self.server.via_host, self.server.port, self.server.contact,
-                                    [("Refer-To", f"<{uri}>"), ("Referred-By", f"<{self.dialog.local_uri}>"),
-                                     ("User-Agent", USER_AGENT)])
+        self._transfer_timer = self.server.loop.call_later(
+            self.server.settings.transfer_timeout, self.transfer_result, False, "no transfer result in time")
+        headers = [("Refer-To", f"<{uri}>"), ("Referred-By", f"<{self.dialog.local_uri}>"),
+                   ("User-Agent", USER_AGENT)]
+        headers += context_headers(context or {})
+        refer = self.dialog.request("REFER", self.server.via_host, self.server.port, self.server.contact, headers)
+        self.worker.note("transfer_outcome", outcome="attempted", target=uri)
 
         def on_final(resp: SipMessage | None) -> None:
             if self.state != "confirmed" or self.transfer_state != "pending":
                 return
             if resp is not None and 200 <= (resp.status or 0) < 300:
                 self.transfer_state = "accepted"
+                if self.worker:
+                    self.worker.note("transfer_outcome", outcome="accepted", status=resp.status)
             else:
                 self.transfer_result(False, f"REFER answered {resp.status if resp else 'never'}")
 
@@ -334,18 +426,36 @@ class SipCall:
         if self.transfer_state not in ("pending", "accepted"):
             return
         log.info("call %s: transfer %s (%s)", self.call_id, "done" if ok else "failed", why)
+        if self._transfer_timer:
+            self._transfer_timer.cancel()
+            self._transfer_timer = None
         if ok:
             self.transfer_state = "done"
+            if self.worker:
+                self.worker.note("transfer_outcome", outcome="completed", detail=why)
             self.hang_up("transferred")
         else:
             self.transfer_state = None
             if self.worker:
+                self.worker.note("transfer_outcome", outcome="failed", reason=why)
                 self.worker.transfer_failed(why)
+
+
+def context_headers(context: dict) -> list[tuple[str, str]]:
+    """``X-IVR-*`` headers for the operator: what the caller asked (identity digits already masked)."""
+    names = {"transcript": "X-IVR-Transcript", "entry": "X-IVR-Entry", "path": "X-IVR-Menu-Path"}
+    out = []
+    for key, name in names.items():
+        value = context.get(key)
+        if value:
+            safe = "".join(c if c.isprintable() else " " for c in str(value)).strip()[:200]
+            out.append((name, safe))
+    return out
 
 
 class SipServer(asyncio.DatagramProtocol):
     def __init__(self, settings: SipSettings, factory: SessionFactory, limiter: CallLimiter,
-                 allow: AllowList, clock: rtp.MediaClock):
+                 allow: AllowList, clock: MediaClock):
         self.settings = settings
         self.factory = factory
         self.limiter = limiter
@@ -355,6 +465,9 @@ class SipServer(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.calls: dict[str, SipCall] = {}
         self.client_txns: dict[str, ClientTransaction] = {}
+        self.txns_idle = asyncio.Event()
+        self.txns_idle.set()
+        self.closing: set[asyncio.Future] = set()  # sessions of ended calls still being let go
         self.used_ports: set[int] = set()
         self.port = settings.port
         self.via_host = settings.public_ip or settings.host
@@ -385,10 +498,6 @@ class SipServer(asyncio.DatagramProtocol):
         if self.transport and not self.transport.is_closing():
             self.transport.sendto(data, addr)
 
-    def close(self) -> None:
-        if self.transport:
-            self.transport.close()
-
     # -- dispatch ----------------------------------------------------------------------------------
     def datagram_received(self, data: bytes, addr) -> None:
         source = (addr[0], addr[1])
@@ -406,7 +515,12 @@ class SipServer(asyncio.DatagramProtocol):
                 self._bad_request(exc, source)
                 return
             if msg.is_request:
-                stamp_via(msg, source)
+                via = stamp_via(msg, source)
+                if via.transport != "UDP":
+                    if msg.method != "ACK":
+                        self.reply(msg, source, 400, [("Warning", f'399 ivr "Via transport {via.transport} '
+                                                                  'is not served here: UDP only"')])
+                    return
                 self.handle_request(msg, source)
             else:
                 self.handle_response(msg)
@@ -421,13 +535,14 @@ class SipServer(asyncio.DatagramProtocol):
             return
         try:
             stamp_via(msg, source)
-        except ValueError:
-            return
+            dest = response_address(msg, source)
+        except ValueError:  # the Via itself is what is wrong: echoed as it came, answered to the source
+            dest = source
         reason = "Bad Request"
         safe = "".join(c for c in exc.reason if 32 <= ord(c) < 127 and c != '"')[:100]
         resp = make_response(msg, 400, reason, to_tag=new_tag(),
                              headers=[("Server", USER_AGENT), ("Warning", f'399 ivr "{safe}"')])
-        self.send(resp.to_bytes(), response_address(msg, source))
+        self.send(resp.to_bytes(), dest)
 
     def reply(self, req: SipMessage, source, status: int, headers=None, body: bytes = b"",
               to_tag: str | None = None) -> None:
@@ -437,10 +552,14 @@ class SipServer(asyncio.DatagramProtocol):
 
     def handle_request(self, msg: SipMessage, source: tuple[str, int]) -> None:
         method = msg.method
-        call = self.calls.get(msg.call_id)
         if method == "INVITE":
-            self.on_invite(msg, source, call)
-        elif method == "ACK":
+            self.on_invite(msg, source)
+            return
+        if method == "CANCEL":
+            self.on_cancel(msg, source, self.calls.get(msg.call_id))
+            return
+        call = self.find_dialog(msg)
+        if method == "ACK":
             if call and call.state == "answered" and msg.cseq[0] == call.dialog.remote_cseq:
                 call.confirmed()
             elif call and call.state == "rejected":
@@ -450,13 +569,16 @@ class SipServer(asyncio.DatagramProtocol):
                 self.reply(msg, source, 481)
                 return
             self.reply(msg, source, 200, to_tag=call.local_tag)
+            if call.state == "ending":  # our BYE crossed the caller's: the dialog ends when ours is answered
+                return
             call.end_reason = "caller hung up"
             call.cleanup(caller_hung_up=True)
-        elif method == "CANCEL":
-            self.on_cancel(msg, source, call)
         elif method == "OPTIONS":
+            if self.limiter.draining and call is None:  # tells a load balancer to stop sending calls here
+                self.reply(msg, source, 503, [("Retry-After", "300")])
+                return
             self.reply(msg, source, 200, [("Allow", ALLOW), ("Accept", "application/sdp"),
-                                          ("Supported", "replaces"), ("Accept-Language", "vi")],
+                                          ("Accept-Language", "vi")],
                        to_tag=call.local_tag if call else None)
         elif method == "INFO":
             self.on_info(msg, source, call)
@@ -465,19 +587,21 @@ class SipServer(asyncio.DatagramProtocol):
         else:
             self.reply(msg, source, 501, [("Allow", ALLOW)])
 
-    def on_invite(self, msg: SipMessage, source, call: SipCall | None) -> None:
+    def on_invite(self, msg: SipMessage, source) -> None:
         to_tag = _tag(msg.get("To"))
-        if call is not None and call.branch == parse_via(msg.get("Via") or "").branch:
+        call = self.calls.get(msg.call_id)
+        if (call is not None and call.branch == parse_via(msg.get("Via") or "").branch
+                and (_tag(msg.get("From")) or "") == call.dialog.remote_tag):
             if call.last_response:  # retransmission
                 self.send(call.last_response, response_address(msg, source))
             return
         if to_tag:
-            self.on_reinvite(msg, source, call)
+            self.on_reinvite(msg, source, self.find_dialog(msg))
             return
         if call is not None:
             self.reply(msg, source, 482)
             return
-        refusal = self.limiter.try_acquire()
+        refusal = self.limiter.try_pending(source[0])
         if refusal == "draining":
             self.reply(msg, source, 503, [("Retry-After", "60")])
             return
@@ -499,16 +623,30 @@ class SipServer(asyncio.DatagramProtocol):
                 safe = str(exc).replace('"', "'")[:100]
                 self.reply(msg, source, 488, [("Warning", f'304 ivr "{safe}"')])
                 return
+            if not self.reachable(neg):
+                self.reply(msg, source, 488, [("Warning", '301 ivr "Incompatible network address format"')])
+                return
             call = SipCall(self, msg, source)
             call.negotiated = neg
             self.calls[call.call_id] = call
-            acquired = False  # the call owns the slot now; forget() releases it
+            acquired = False  # the call owns the pending place now; its clean-up releases it
             self.stats["calls"] += 1
             call.respond(100, store=False)
             self.loop.create_task(self._setup(call))
         finally:
             if acquired:
-                self.limiter.release()
+                self.limiter.release_pending(source[0])
+
+    def reachable(self, neg: sdp.Negotiated) -> bool:
+        """The offer's media address is of the family our RTP sockets speak (or unspecified: latching)."""
+        try:
+            ip = ipaddress.ip_address(neg.remote_address)
+        except ValueError:
+            return False
+        if ip.is_unspecified:
+            return True
+        ipv6 = ":" in self.settings.host
+        return ip.version == (6 if ipv6 else 4) or (ipv6 and ip.version == 4 and self.settings.host == "::")
 
     async def _setup(self, call: SipCall) -> None:
         try:
@@ -526,9 +664,6 @@ class SipServer(asyncio.DatagramProtocol):
         call.rtp, call.rtp_port = endpoint, port
         endpoint.configure(call.negotiated)
         call.answer_sdp = sdp.build_answer(call.negotiated, self.via_host, port, call.session_id)
-        codec = call.negotiated.codec
-        call.worker = SessionWorker(self.factory, call.call_id, "sip",
-                                    lambda pcm: rtp.encode(pcm, codec), lambda data: rtp.decode(data, codec))
         call.respond(180)
         call.later(self.settings.ring, call.answer)
 
@@ -556,10 +691,18 @@ class SipServer(asyncio.DatagramProtocol):
     def forget(self, call: SipCall) -> None:
         if self.calls.get(call.call_id) is call:
             del self.calls[call.call_id]
-            self.limiter.release()
+
+    def find_dialog(self, msg: SipMessage) -> SipCall | None:
+        """The call whose dialog ``msg`` belongs to: same Call-ID, From tag and To tag (RFC 3261 12.2.2)."""
+        call = self.calls.get(msg.call_id)
+        if call is None:
+            return None
+        if (_tag(msg.get("From")) or "") != call.dialog.remote_tag or _tag(msg.get("To")) != call.local_tag:
+            return None
+        return call
 
     def on_reinvite(self, msg: SipMessage, source, call: SipCall | None) -> None:
-        if call is None or call.state not in ("confirmed", "answered") or _tag(msg.get("To")) != call.local_tag:
+        if call is None or call.state not in ("confirmed", "answered"):
             self.reply(msg, source, 481)
             return
         if msg.cseq[0] <= call.dialog.remote_cseq:
@@ -573,13 +716,21 @@ class SipServer(asyncio.DatagramProtocol):
                 safe = str(exc).replace('"', "'")[:100]
                 self.reply(msg, source, 488, [("Warning", f'304 ivr "{safe}"')], to_tag=call.local_tag)
                 return
-            if neg.codec == call.negotiated.codec:
-                call.negotiated.remote_address = neg.remote_address
-                call.negotiated.remote_port = neg.remote_port
-                call.negotiated.direction = neg.direction
-                if call.rtp:
-                    call.rtp.configure(call.negotiated)
-                    call.rtp.last_rx = time.monotonic()  # e.g. back from hold: the media timer starts again
+            if not self.reachable(neg):
+                self.reply(msg, source, 488, [("Warning", '301 ivr "Incompatible network address format"')],
+                           to_tag=call.local_tag)
+                return
+            old = (call.negotiated.remote_address, call.negotiated.remote_port, call.negotiated.direction)
+            call.negotiated.remote_address = neg.remote_address
+            call.negotiated.remote_port = neg.remote_port
+            call.negotiated.direction = neg.direction
+            if call.rtp:
+                call.rtp.configure(call.negotiated)
+                call.rtp.last_rx = time.monotonic()  # e.g. back from hold: the media timer starts again
+            if (neg.remote_address, neg.remote_port, neg.direction) != old:  # RFC 3264 8: a new version
+                call.sdp_version += 1
+                call.answer_sdp = sdp.build_answer(call.negotiated, self.via_host, call.rtp_port,
+                                                   call.session_id, call.sdp_version)
         hdrs = [("Server", USER_AGENT), ("Contact", self.contact), ("Allow", ALLOW),
                 ("Content-Type", "application/sdp")]
         resp = make_response(msg, 200, to_tag=call.local_tag, headers=hdrs, body=call.answer_sdp)
@@ -595,6 +746,7 @@ class SipServer(asyncio.DatagramProtocol):
             call.respond(487)
             call.state = "rejected"
             call.end_reason = "cancelled"
+            call._release_pending()
             if call.rtp:
                 call.rtp.close()
                 self.release_port(call.rtp_port)
@@ -651,6 +803,15 @@ class SipServer(asyncio.DatagramProtocol):
     def active_calls(self) -> list[SipCall]:
         return [c for c in self.calls.values() if c.state in ("ringing", "answered", "confirmed")]
 
+    def close(self) -> None:
+        for txn in list(self.client_txns.values()):
+            txn.finish(None)
+        for call in list(self.calls.values()):
+            call.cleanup(caller_hung_up=False)
+        self.calls.clear()
+        if self.transport:
+            self.transport.close()
+
     def hang_up_all(self, reason: str) -> None:
         for call in list(self.calls.values()):
             if call.state == "ringing":
@@ -667,6 +828,10 @@ class SipServer(asyncio.DatagramProtocol):
     def pending_requests(self) -> int:
         return len(self.client_txns)
 
+    async def requests_done(self) -> None:
+        """Returns when every request the IVR sent (BYE, REFER) has its final answer or timed out."""
+        await self.txns_idle.wait()
+
 
 def _tag(value: str | None) -> str | None:
     if not value:
@@ -676,6 +841,17 @@ def _tag(value: str | None) -> str | None:
         if key.strip().lower() == "tag":
             return val.strip()
     return None
+
+
+def same_host(a: str, b: str) -> bool:
+    """The two addresses are one host (``::ffff:10.0.0.1`` is ``10.0.0.1``)."""
+    try:
+        x, y = ipaddress.ip_address(a.split("%")[0]), ipaddress.ip_address(b.split("%")[0])
+    except ValueError:
+        return a == b
+    x = x.ipv4_mapped or x if x.version == 6 else x
+    y = y.ipv4_mapped or y if y.version == 6 else y
+    return x == y
 
 
 def _default_ip() -> str:

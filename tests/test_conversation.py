@@ -1,0 +1,135 @@
+"""`ivr test`: conversation test cases run through the real call flow in virtual time."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from ivr.cli import main
+
+CASES = Path(__file__).parent / "conversations"
+
+
+def test_the_flow_cases_pass_and_junit_lists_them(tmp_path, capsys):
+    junit = tmp_path / "out.xml"
+    assert main(["test", str(CASES), "--junit", str(junit)]) == 0
+    out = capsys.readouterr().out
+    assert "-- 6 passed, 0 failed" in out
+    root = ET.parse(junit).getroot()
+    cases = root.findall("./testsuite/testcase")
+    assert len(cases) == 6 and not root.findall(".//failure")
+    assert {c.get("name") for c in cases} >= {"password topic by keys", "operator by key"}
+
+
+def write(tmp_path: Path, text: str, name: str = "cases.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_a_wrong_expectation_fails_with_the_turn_and_what_happened(tmp_path, capsys):
+    f = write(tmp_path, """
+- name: right
+  turns:
+    - caller: {keys: "2"}
+      expect: {prompt: "topic_menu:password"}
+- name: wrong answer
+  turns:
+    - caller: {keys: "2"}
+    - caller: {keys: "3"}
+      expect: {answer: 6}
+""")
+    junit = tmp_path / "j.xml"
+    assert main(["test", str(f), "--junit", str(junit)]) == 1
+    out = capsys.readouterr().out
+    assert "PASS" in out and "FAIL" in out and "-- 1 passed, 1 failed" in out
+    assert "turn 2: expected answer 6" in out and "answer [9]" in out
+    failure = ET.parse(junit).getroot().find(".//testcase[@name='wrong answer']/failure")
+    assert failure is not None and "expected answer 6" in failure.get("message")
+
+
+def test_spoken_turns_go_through_the_session_speech_path(tmp_path):
+    from ivr.channels.conversation import load_cases, run_case
+    from ivr.channels.session import Resources
+
+    res = Resources.load(model_path="none", tts_rate=8000)
+    f = write(tmp_path, """
+- name: barge in with a question over the greeting
+  turns:
+    - caller: {say: "Cách kiểm tra thời hạn chữ ký số?", barge_in: true}
+      expect: {answer: 10}
+""")
+    (case,) = load_cases(f)
+    r = run_case(case, res)
+    assert r.passed, r.failures
+    heard = [e for e in r.events if e["type"] == "heard"]
+    assert heard and heard[0]["text"] == "Cách kiểm tra thời hạn chữ ký số?"
+    assert heard[0]["confidence"] == 0.9  # the default confidence of a scripted utterance
+    # it was said over the greeting: the partial result barged in, as a real recogniser's would
+    assert any(e["type"] == "stop" and e.get("reason") == "barge_in" for e in r.events)
+    greeting = next(e for e in r.events if e["type"] == "play" and e.get("prompt_id") == "greet_long")
+    assert heard[0]["t"] < greeting["t"] + greeting["seconds"]  # said while the greeting played
+    # without barge_in the caller waits for the greeting and the menu
+    f = write(tmp_path, """
+- name: waits
+  turns:
+    - caller: {say: "Cách kiểm tra thời hạn chữ ký số?"}
+      expect: {answer: 10}
+""", "wait.yaml")
+    (case,) = load_cases(f)
+    r = run_case(case, res)
+    assert r.passed, r.failures
+    menu = next(e for e in r.events if e["type"] == "play" and e.get("prompt_id") == "main_menu")
+    heard = next(e for e in r.events if e["type"] == "heard")
+    assert heard["t"] > menu["t"] + menu["seconds"]
+    assert not any(e["type"] == "stop" and e.get("reason") == "barge_in" for e in r.events)
+
+
+def test_barge_in_over_an_answer(tmp_path):
+    from ivr.channels.conversation import load_cases, run_case
+    from ivr.channels.session import Resources
+
+    res = Resources.load(model_path="none", tts_rate=8000)
+    f = write(tmp_path, """
+- name: cut the answer short
+  turns:
+    - caller: {keys: "4"}
+    - caller: {keys: "2"}
+      expect: {answer: 10}
+    - caller: {keys: "9", barge_in: true}
+      expect: {hangup: true}
+""")
+    (case,) = load_cases(f)
+    r = run_case(case, res)
+    assert r.passed, r.failures
+    stops = [e for e in r.events if e["type"] == "stop" and e.get("reason") == "barge_in"]
+    assert stops and stops[-1]["cut"] is not None  # a play was cut while it sounded
+
+
+@pytest.mark.parametrize("text, where", [
+    ("- name: a\n  turns:\n    - caller: {keys: 1}\n", "case 'a': turn 1: caller.keys"),
+    ("- name: a\n  turns:\n    - caller: {keys: \"1\"}\n      expect: {answr: 3}\n", "case 'a': turn 1: expect: unknown field(s) answr"),
+    ("- turns:\n    - caller: {keys: \"1\"}\n", "case #1: field name"),
+    ("- name: a\n  turns:\n    - caller: {keys: \"1\"}\n      expect: {answer: 99}\n", "expect.answer: there is no FAQ entry 99"),
+    ("- name: a\n  turns:\n    - caller: {keys: \"1\"}\n      expect: {prompt: greet_longg}\n", "expect.prompt: unknown prompt id 'greet_longg'"),
+    ("- name: a\n  turns:\n    - caller: {say: hi, keys: \"1\"}\n", "caller: expected exactly one of"),
+    ("- name: a\n  turns:\n    - caller: {silence: -2}\n", "caller.silence"),
+    ("- name: a\n  turns:\n    - caller: {audio: nope.wav}\n", "caller.audio: audio file"),
+    ("- name: a\n  turns:\n    - caller: {keys: \"1\"}\n    - expect: {hangup: true}\n", "turn 2: field caller is missing"),
+    ("- name: a\n  turns: [\n", "not valid YAML"),
+    ("name: a\n", "expected a list of test cases"),
+])
+def test_malformed_files_exit_2_naming_file_case_and_field(tmp_path, capsys, text, where):
+    f = write(tmp_path, text)
+    good = write(tmp_path, "- name: ok\n  turns:\n    - caller: {keys: \"0\"}\n      expect: {transfer: true}\n", "ok.yaml")
+    assert main(["test", str(good), str(f)]) == 2
+    captured = capsys.readouterr()
+    assert str(f) in captured.err and where in captured.err
+    assert "PASS" not in captured.out  # nothing runs until every file is valid
+
+
+def test_missing_path_exits_2(tmp_path, capsys):
+    assert main(["test", str(tmp_path / "none.yaml")]) == 2
+    assert "no such test file" in capsys.readouterr().err
