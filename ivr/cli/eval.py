@@ -124,6 +124,7 @@ def load_text_set(path: Path):
         except UnicodeDecodeError:
             raise IvrError(f"{path}: not UTF-8 text", "save the file as UTF-8") from None
         items = []
+        first = True
         for n, line in enumerate(lines, 1):
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
@@ -131,8 +132,10 @@ def load_text_set(path: Path):
             if len(parts) != 2:
                 raise IvrError(f"{path}, line {n}: expected 'question<TAB>faq id or none', found {len(parts)} field(s)",
                                "separate the question and the expected entry with one tab")
-            if n == 1 and parts[1].strip().lower() in {"faq_id", "expected"}:
+            if first and parts[1].strip().lower() in {"faq_id", "expected"}:
+                first = False
                 continue  # header
+            first = False
             items.append(Item(_text(parts[0], f"{path}, line {n}"), _expected(parts[1], f"{path}, line {n}")))
     else:
         raise IvrError(f"{path}: unknown set format {path.suffix or '(no extension)'}",

@@ -30,7 +30,7 @@ from rapidfuzz.distance import LCSseq, Levenshtein
 
 from ivr.content.faq import Faq
 from ivr.errors import IvrError
-from ivr.language.normalize import fold, is_folded, normalize
+from ivr.language.normalize import fold, is_folded, normalize, strip_marks
 from ivr.language.phonetic import key as sound_key
 from ivr.language.phonetic import keys as sound_keys
 
@@ -273,8 +273,10 @@ class Matcher:
 
     # -- scoring -----------------------------------------------------------------------------------------
 
-    def _phrasing_scores(self, corpus: _Corpus, text: str, doubtful: frozenset[int] = frozenset()) -> dict[int, float]:
-        """Score of every phrasing (index -> [0, 1]) that shares anything with ``text``."""
+    def _phrasing_scores(self, corpus: _Corpus, text: str, doubtful: frozenset[int] = frozenset(),
+                         among: list[int] | None = None) -> dict[int, float]:
+        """Score of every phrasing (index -> [0, 1]) that shares anything with ``text`` (only the phrasings
+        ``among`` when given: the candidates another form of the text found)."""
         s = self.settings
         words, weak = corpus.correct(text, doubtful)
         text = " ".join(words)
@@ -282,13 +284,16 @@ class Matcher:
         q_size = len(bag) + unknown
         if q_size <= 0:
             return {}
-        hits = process.extract(
-            bag, corpus.bags, scorer=LCSseq.normalized_similarity, processor=None,
-            limit=int(s["max_candidates"]), score_cutoff=1e-9,
-        )
-        if not hits:
+        if among is None:
+            hits = process.extract(
+                bag, corpus.bags, scorer=LCSseq.normalized_similarity, processor=None,
+                limit=int(s["max_candidates"]), score_cutoff=1e-9,
+            )
+            idx = [h[2] for h in hits]
+        else:
+            idx = among
+        if not idx:
             return {}
-        idx = [h[2] for h in hits]
         sub = {i: corpus.texts[i] for i in idx}
         overlaps = {h[2]: h[1] for h in process.extract(bag, {i: corpus.bags[i] for i in idx},
                                                         scorer=LCSseq.similarity, processor=None, limit=None)}
@@ -321,7 +326,7 @@ class Matcher:
         doubtful: frozenset[int] = frozenset()
         if word_conf and self.doubtful_conf > 0 and len(word_conf) == len(norm.split()):
             doubtful = frozenset(i for i, c in enumerate(word_conf) if c < self.doubtful_conf)
-        folded_text = fold(norm)
+        folded_text = strip_marks(norm)  # norm is already normalised: fold() would normalise it again
         per_phrasing: dict[int, float] = {}
 
         def merge(scores: dict[int, float], factor: float) -> None:
@@ -330,14 +335,19 @@ class Matcher:
                 if v > per_phrasing.get(i, 0.0):
                     per_phrasing[i] = v
 
-        if is_folded(norm) or is_folded(text):
-            merge(self._phrasing_scores(self.fold, folded_text, doubtful), 1.0)
-        else:
-            merge(self._phrasing_scores(self.norm, norm, doubtful), 1.0)
-            # the fold forgives missing or wrong marks but confuses "mất"/"mật": it counts at a discount
-            merge(self._phrasing_scores(self.fold, folded_text, doubtful), self.fold_factor)
+        # the sound-alike form is the most forgiving: the phrasings it finds are the candidates of all forms
+        # (one full pass instead of three)
+        among = None
         if self.sound_factor > 0:
-            merge(self._phrasing_scores(self.sound, sound_keys(norm), doubtful), self.sound_factor)
+            sound = self._phrasing_scores(self.sound, sound_keys(norm), doubtful)
+            merge(sound, self.sound_factor)
+            among = list(sound)
+        if is_folded(norm) or is_folded(text):
+            merge(self._phrasing_scores(self.fold, folded_text, doubtful, among), 1.0)
+        else:
+            merge(self._phrasing_scores(self.norm, norm, doubtful, among), 1.0)
+            # the fold forgives missing or wrong marks but confuses "mất"/"mật": it counts at a discount
+            merge(self._phrasing_scores(self.fold, folded_text, doubtful, among), self.fold_factor)
         best: dict[int, float] = {}
         owners = self.owners
         for i, v in per_phrasing.items():

@@ -156,6 +156,11 @@ def _strip_marks(text: str) -> str:
 _COMBINING_RE = re.compile(r"[\u0300-\u036f]")
 
 
+def strip_marks(text: str) -> str:
+    """``text`` without diacritics ("đ" -> "d"), nothing else changed (``fold`` = normalise, then this)."""
+    return _strip_marks(text)
+
+
 def is_folded(text: str) -> bool:
     """True when ``text`` has letters but no Vietnamese diacritics at all (typed or recognised without them)."""
     return text.isascii() and any(c.isalpha() for c in text)
