@@ -310,3 +310,47 @@ def test_bad_settings_file_is_exit_2_not_a_traceback(tmp_path, monkeypatch, caps
         config.load.cache_clear()
     err = capsys.readouterr().err
     assert "'answer_threshold' must be a number" in err and "Traceback" not in err
+
+
+def test_a_misheard_syllable_counts_weakly_as_the_near_word(faq):
+    """'quên' heard 'quyên' is not an unknown word: with near_word_weight it counts as 'quên', weakly."""
+    base = {"sound_factor": 0.0, "fold_factor": 0.0}
+    near = Matcher(faq, {**base, "near_word_weight": 0.5}).scores("quyên mật khẩu")[0]
+    none = Matcher(faq, {**base, "near_word_weight": 0.0}).scores("quyên mật khẩu")[0]
+    exact = Matcher(faq, {**base, "near_word_weight": 0.5}).scores("quên mật khẩu")[0]
+    assert near.faq_id == none.faq_id == exact.faq_id == 9
+    assert none.score < near.score < exact.score
+
+
+def test_sound_alike_form_forgives_recogniser_confusions(faq):
+    heard = "máy không có xinh chắc học"  # sinh trắc học: s/x, n/nh, ch/tr
+    shipped = {**config.load("match"), "near_word_weight": 0.0}
+    with_sound = Matcher(faq, shipped).match(heard)
+    without = Matcher(faq, {**shipped, "sound_factor": 0.0}).match(heard)
+    assert with_sound.faq_id == 7 and with_sound.decision in ("answer", "confirm"), with_sound
+    assert with_sound.score > (without.candidates[0].score if without.candidates else 0.0)
+
+
+def test_nbest_hypotheses_are_weighed_together(faq):
+    m = Matcher(faq)
+    garbled = "quyên mà bin gì đó"
+    alone = m.match(garbled)
+    together = m.match_nbest([(garbled, 0.4), ("quên mã pin", 0.35), ("quên mã bin", 0.25)])
+    assert together.faq_id == 3 and together.decision in ("answer", "confirm")
+    assert together.score > (alone.candidates[0].score if alone.candidates else 0.0)
+    # the weights count: the same list with all weight on an out-of-domain hypothesis is rejected
+    assert m.match_nbest([("hôm nay trời mưa to quá", 0.98), ("quên mã pin", 0.02)]).decision == "reject"
+    # one hypothesis is a plain match; an empty list a reject
+    assert m.match_nbest([("quên mã pin", 1.0)]) == m.match("quên mã pin")
+    assert m.match_nbest([]).decision == "reject" and m.match_nbest([("", 1.0)]).decision == "reject"
+
+
+def test_doubtful_words_are_read_as_near_known_words(faq):
+    """Word confidences: a doubtful known word counts weakly; a doubtful word one letter from a known word
+    is read as it."""
+    m = Matcher(faq)
+    plain = m.match("quên mật khẩu")
+    doubted = m.match("quên mật khẩu", word_conf=[0.2, 0.9, 0.9])
+    assert plain.faq_id == doubted.faq_id == 9 and doubted.score < plain.score
+    assert m.match("quên mật khẩu", word_conf=[0.9, 0.9, 0.9]) == plain
+    assert m.match("quên mật khẩu", word_conf=[0.2]) == plain  # not one per word: ignored
