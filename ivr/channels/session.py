@@ -475,7 +475,8 @@ class CallSession:
         self._event(t_end, "heard", text=ev.text, confidence=round(ev.confidence, 3),
                     decode_ms=round((time.perf_counter() - wall) * 1000, 2), end=end)
         self._turn = _Turn(t_end, wall, "speech")
-        self._send(SpeechFinal(ev.text, ev.confidence, t=t_end), t_end)
+        nbest = tuple((a.text, a.weight) for a in getattr(ev, "alternatives", None) or ())
+        self._send(SpeechFinal(ev.text, ev.confidence, nbest, t=t_end), t_end)
 
     # -- dialogue and actions --------------------------------------------------------------------------------
 
