@@ -116,7 +116,8 @@ def test_a_clear_leader_over_the_margin_is_answered():
 def test_a_clearly_leading_entry_is_confirmed_not_rejected(faq):
     # a long chatty sentence: many words the FAQ never uses, so a moderate score, but far ahead of the rest
     text = "dạ điện thoại cũ của em bị mất cắp rồi em mua máy mới thì kích hoạt lại tài khoản kiểu gì chị"
-    m = Matcher(faq, {**config.load("match"), "confirm_threshold": 0.48, "lead_threshold": 0.3, "lead_ratio": 1.5})
+    m = Matcher(faq, {**config.load("match"), "confirm_threshold": 0.48, "lead_threshold": 0.3, "lead_ratio": 1.5,
+                      "answer_lead_threshold": 1.01})
     top, runner_up = m.scores(text)[:2]
     assert top.faq_id == 3 and top.score < m.confirm_threshold, top
     assert top.score >= m.lead_threshold and top.score >= m.lead_ratio * runner_up.score
@@ -354,3 +355,15 @@ def test_doubtful_words_are_read_as_near_known_words(faq):
     assert plain.faq_id == doubted.faq_id == 9 and doubted.score < plain.score
     assert m.match("quên mật khẩu", word_conf=[0.9, 0.9, 0.9]) == plain
     assert m.match("quên mật khẩu", word_conf=[0.2]) == plain  # not one per word: ignored
+
+
+def test_a_far_leading_entry_is_answered(faq):
+    """answer_lead_*: a moderate score many times the runner-up's is answered outright."""
+    text = "dạ điện thoại cũ của em bị mất cắp rồi em mua máy mới thì kích hoạt lại tài khoản kiểu gì chị"
+    base = {**config.load("match"), "answer_threshold": 1.01}
+    top, runner_up = Matcher(faq, base).scores(text)[:2]
+    on = Matcher(faq, {**base, "answer_lead_threshold": top.score - 0.01, "answer_lead_ratio": 2.0})
+    off = Matcher(faq, {**base, "answer_lead_threshold": 1.01})
+    assert top.score >= 2.0 * runner_up.score
+    assert (on.match(text).decision, on.match(text).faq_id) == ("answer", 3)
+    assert off.match(text).decision == "confirm"

@@ -56,6 +56,8 @@ DEFAULTS = {
     "margin": 0.06,
     "lead_threshold": 1.01,  # a clearly leading entry scoring at least this is confirmed ...
     "lead_ratio": 1e9,  # ... when it scores at least lead_ratio times the runner-up
+    "answer_lead_threshold": 1.01,  # a far-leading entry scoring at least this is answered outright ...
+    "answer_lead_ratio": 1e9,  # ... when it scores at least this many times the runner-up
     "unknown_cap": 0.0,  # > 0: unknown caller words saturate at this many words (long chatty sentences)
     "out_of_scope_margin": 0.0,  # rejected as out of scope when an out-of-scope phrasing scores >= top - this
     "out_of_scope_word_factor": 1.0,  # entry scores factor when the caller uses a word only out-of-scope
@@ -79,7 +81,8 @@ DEFAULTS = {
 # threshold of 1.01 switches that decision off (as DEFAULTS do for lead_threshold, with lead_ratio 1e9).
 _RANGES = {
     "answer_threshold": (0.0, 1.01), "confirm_threshold": (0.0, 1.01), "margin": (0.0, 1.0),
-    "lead_threshold": (0.0, 1.01), "lead_ratio": (1.0, 1e9), "unknown_cap": (0.0, 100.0),
+    "lead_threshold": (0.0, 1.01), "lead_ratio": (1.0, 1e9), "answer_lead_threshold": (0.0, 1.01),
+    "answer_lead_ratio": (1.0, 1e9), "unknown_cap": (0.0, 100.0),
     "out_of_scope_margin": (-1.0, 1.0), "out_of_scope_word_factor": (0.0, 1.0), "out_of_scope_floor": (0.0, 1.0),
     "overlap_weight": (0.0, 1.0), "caller_coverage_beta": (0.01, 100.0),
     "unknown_word_weight": (0.0, 100.0), "near_word_weight": (0.0, 1.0), "fold_factor": (0.0, 1.0),
@@ -233,6 +236,8 @@ class Matcher:
         self.margin = float(s["margin"])
         self.lead_threshold = float(s["lead_threshold"])
         self.lead_ratio = float(s["lead_ratio"])
+        self.answer_lead_threshold = float(s["answer_lead_threshold"])
+        self.answer_lead_ratio = float(s["answer_lead_ratio"])
         self.oos_margin = float(s["out_of_scope_margin"])
         self.fold_factor = float(s["fold_factor"])
         self.sound_factor = float(s["sound_factor"])
@@ -380,6 +385,9 @@ class Matcher:
             return MatchResult("reject", None, top.score, candidates, out_of_scope=True, out_of_scope_score=oos)
         runner_up = candidates[1].score if len(candidates) > 1 else 0.0
         if top.score >= self.answer_threshold and top.score - runner_up >= self.margin:
+            return MatchResult("answer", top.faq_id, top.score, candidates, out_of_scope_score=oos)
+        # far ahead of every other entry (a long chatty sentence scores low while its ranking is sure)
+        if top.score >= self.answer_lead_threshold and top.score >= self.answer_lead_ratio * runner_up:
             return MatchResult("answer", top.faq_id, top.score, candidates, out_of_scope_score=oos)
         if top.score >= self.confirm_threshold:
             return MatchResult("confirm", top.faq_id, top.score, candidates, out_of_scope_score=oos)
