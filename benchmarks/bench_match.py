@@ -29,6 +29,13 @@ def queries() -> list[str]:
     return [q["text"] for q in data["questions"]]
 
 
+def noisy_queries(texts: list[str]) -> list[str]:
+    """The same questions as a recogniser writes them with 20 % syllable errors (seeded)."""
+    from ivr.cli.eval import noisy_texts
+
+    return noisy_texts(texts, 0.2, 0)
+
+
 def synthetic_faq(base: Faq, n: int, seed: int = 7) -> Faq:
     """n entries whose phrasings recombine the words of the real FAQ (so the vocabulary overlaps heavily)."""
     rng = random.Random(seed)
@@ -87,6 +94,7 @@ def main() -> None:
     faq = load_faq()
     texts = queries()
     bench("shipped FAQ", faq, texts, rounds=5)
+    bench("shipped FAQ, 20 % syllable errors", faq, noisy_queries(texts), rounds=5)
     bench("synthetic FAQ", synthetic_faq(faq, 10_000), texts, rounds=1)
     cold_start()
 

@@ -10,7 +10,7 @@ from ivr.cli import main
 from ivr.content import paths
 
 IVR = Path(sys.executable).parent / "ivr"
-KEYS = {"question", "decision", "faq_id", "score", "answer", "alternatives"}
+KEYS = {"question", "decision", "faq_id", "score", "answer", "alternatives", "out_of_scope"}
 
 
 def run(capsys, argv, stdin=None, monkeypatch=None):
@@ -145,3 +145,16 @@ def test_installed_ivr_streams_one_line_per_question(faq):
     assert [o["faq_id"] for o in got] == [3, None, 6]
     for o in got:
         check_object(o, faq)
+
+
+def test_ask_json_says_out_of_scope(capsys):
+    """A question about what the line does not handle (faq/out_of_scope.yaml) is rejected as out of scope."""
+    code, out, _ = run(capsys, ["ask", "--json", "quên mật khẩu usb token"])
+    obj = json.loads(out)
+    assert code == 0 and obj["decision"] == "reject" and obj["faq_id"] is None
+    assert obj["out_of_scope"] is True
+    code, out, _ = run(capsys, ["ask", "--json", "tôi quên mật khẩu thì làm sao"])
+    obj = json.loads(out)
+    assert (obj["decision"], obj["faq_id"], obj["out_of_scope"]) == ("answer", 9, False)
+    code, out, _ = run(capsys, ["ask", "quên mật khẩu usb token"])
+    assert "out of scope" in out

@@ -343,3 +343,63 @@ def test_vietnamese_menu_phrase_list(tmp_path):
     else:  # a model that cannot take a phrase list (static graph) still hears the word
         assert "static graph" in rec.grammar_note
         assert "hai" in last.text.split(), last
+
+
+# ------------------------------------------------------------------------------------------ n-best
+
+
+def test_nbest_alternatives_come_through_with_weights(ko_model, korean_speech):
+    """SetMaxAlternatives: a final result carries the recogniser's n-best list, best first, with weights."""
+    audio, rate = korean_speech
+    rec = asr.Recognizer(ko_model, rate, alternatives=3)
+    events, last = stream(rec, audio, rate)
+    finals = [e for e in [*events, last] if e.kind == "final" and e.text]
+    assert finals, "no words recognised"
+    for e in finals:
+        assert 1 <= len(e.alternatives) <= 3
+        assert e.text == e.alternatives[0].text
+        scores = [a.score for a in e.alternatives]
+        assert scores == sorted(scores, reverse=True)
+        weights = [a.weight for a in e.alternatives]
+        assert all(0.0 < w <= 1.0 for w in weights) and sum(weights) <= 1.0 + 1e-9
+        assert len({a.text for a in e.alternatives}) == len(e.alternatives)  # distinct hypotheses
+        # without Vosk's word confidences, a word's confidence is the weight of the hypotheses that share it
+        assert_word_timings(e.words, len(audio) / rate)
+        # (each word is in the best hypothesis at least, and in at most all of them)
+        assert all(weights[0] - 1e-6 <= w.conf <= sum(weights) + 1e-6 for w in e.words)
+        assert e.confidence == pytest.approx(sum(w.conf for w in e.words) / len(e.words))
+
+
+def test_nbest_off_gives_no_alternatives(ko_model, korean_speech):
+    audio, rate = korean_speech
+    rec = asr.Recognizer(ko_model, rate, alternatives=0)
+    events, last = stream(rec, audio, rate)
+    finals = [e for e in [*events, last] if e.kind == "final" and e.text]
+    assert finals and all(e.alternatives == [] for e in finals)
+
+
+def test_nbest_length_comes_from_config_and_is_checked(ko_model, monkeypatch):
+    assert asr.max_alternatives() == asr.settings()["alternatives"]
+    assert asr.Recognizer(ko_model, 16000).alternatives == asr.max_alternatives()
+    for bad in (-1, 99, "3", True):
+        with pytest.raises(IvrError) as err:
+            asr.Recognizer(ko_model, 16000, alternatives=bad)
+        assert "n-best" in str(err.value) and err.value.fix
+    monkeypatch.setattr(asr, "settings", lambda: {"alternatives": "lots"})
+    with pytest.raises(IvrError) as err:
+        asr.max_alternatives()
+    assert "config/asr.yaml" in str(err.value) and "'alternatives'" in str(err.value)
+
+
+def test_nbest_hypotheses_reach_the_matcher(ko_model, korean_speech):
+    """The n-best list goes through the matcher's combined decision (Korean words match no entry)."""
+    from ivr.content.faq import load_faq
+    from ivr.language.match import Matcher
+
+    audio, rate = korean_speech
+    rec = asr.Recognizer(ko_model, rate, alternatives=3)
+    _, last = stream(rec, audio, rate)
+    hyps = [(a.text, a.weight) for a in last.alternatives]
+    assert len(hyps) >= 2
+    result = Matcher(load_faq()).match_nbest(hyps)
+    assert result.decision == "reject" and result.faq_id is None

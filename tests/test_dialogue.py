@@ -381,7 +381,9 @@ def test_confirm_no_offers_the_runner_up(prompts):
     call.finish()
     actions = call.say("không phải")
     assert call.d.state == "confirm" and call.d.confirm_id == runner_up.faq_id
-    assert prompt_ids(actions) == ["confirm", "confirm_hint"]
+    # the runner-up is offered as an alternative: "Hay quý khách muốn hỏi về ...?"
+    assert prompt_ids(actions) == ["confirm_other", "confirm_hint"]
+    assert plays(actions)[0].text == prompts.text("confirm_other", summary=prompts.summary(faq.by_id(runner_up.faq_id)))
     call.finish()
     assert answered(call.key("1")) == runner_up.faq_id
 
@@ -878,3 +880,81 @@ def _has_sound_output() -> bool:
     except Exception:
         return False
     return True
+
+
+# --- disambiguation after "không" -------------------------------------------------------------------------------
+
+
+def _two_topics():
+    return _small_faq([
+        ("Làm sao để đổi mật khẩu đăng nhập ứng dụng?", "Vào mục Đổi mật khẩu."),
+        ("Quên mật khẩu đăng nhập ứng dụng thì lấy lại thế nào?", "Dùng chức năng Quên mật khẩu."),
+        ("Cách kiểm tra thời hạn chữ ký số?", "Xem trong mục Thông tin chứng thư."),
+        ("Thiết bị không có sinh trắc học thì dùng được không?", "Dùng mã PIN."),
+    ], topic_count=2)
+
+
+def test_no_to_the_runner_up_offers_the_likeliest_topic_menu_before_the_ladder(prompts):
+    faq = _two_topics()
+    matcher = Matcher(faq)
+    text = "mật khẩu đăng nhập ứng dụng"
+    first = matcher.match(text)
+    assert first.decision == "confirm" and {first.faq_id, first.candidates[1].faq_id} == {1, 2}
+    call = new_call(faq, matcher, prompts)
+    call.start()
+    call.finish()
+    call.say(text)
+    call.finish()
+    assert prompt_ids(call.say("không phải"))[0] == "confirm_other"
+    call.finish()
+    actions = call.key(SETTINGS.no_key)
+    topic = faq.by_id(first.faq_id).topic
+    assert call.d.state == "menu" and call.d.node.topic_id == topic
+    assert prompt_ids(actions) == [f"topic_menu:{topic}"]
+    assert logs(actions, "disambiguate")[0].data["topic"] == topic
+    assert call.d.counters["failures"] == 0  # not yet the no-match ladder
+    call.finish()
+    # the topic's keypad menu works: its first question is answered
+    entry = faq.entries_for_topic(topic)[0]
+    assert answered(call.key("1")) == entry.id
+
+
+def test_no_without_a_runner_up_goes_to_the_topic_menu(faq, matcher, prompts, ambiguous):
+    call, faq_id = _confirming(faq, matcher, prompts, ambiguous)
+    call.d._confirm_rest = []  # no plausible runner-up
+    actions = call.say("không")
+    topic = faq.by_id(faq_id).topic
+    assert prompt_ids(actions) == [f"topic_menu:{topic}"] and call.d.node.topic_id == topic
+    assert call.d.counters["failures"] == 0
+    # "không" once more in the topic menu is not a question: the no-match ladder starts
+    call.finish()
+    assert prompt_ids(call.say("không biết"))[0] == "no_match_1"
+
+
+@pytest.mark.parametrize("said,topic", [("mật khẩu", "password"), ("sinh trắc học", "device"),
+                                        ("về mã PIN ạ", "password"), ("tài khoản", "account")])
+def test_saying_a_topic_name_opens_its_menu(faq, matcher, prompts, said, topic):
+    call = new_call(faq, matcher, prompts)
+    call.start()
+    call.finish()
+    actions = call.say(said)
+    assert call.d.state == "menu" and call.d.node.topic_id == topic, prompt_ids(actions)
+    assert prompt_ids(actions) == [f"topic_menu:{topic}"]
+    assert logs(actions, "topic_named")[0].data["topic"] == topic
+    # a question that contains the name is still a question
+    call.finish()
+    assert answered(call.say("tôi quên mật khẩu thì làm sao")) == 9
+
+
+def test_nbest_alternatives_reach_the_matcher(faq, matcher, prompts):
+    call = new_call(faq, matcher, prompts)
+    call.start()
+    call.finish()
+    garbled = "quyên mà bin gì đó"
+    hyps = ((garbled, 0.4), ("quên mã pin", 0.35), ("quên mã bin", 0.25))
+    actions = call.send(SpeechFinal(garbled, 0.6, hyps, t=call.at()))
+    match = logs(actions, "match")[0].data
+    assert match["faq_id"] == 3 and match["decision"] in ("answer", "confirm")
+    # the control: the best hypothesis alone is not understood as entry 3
+    alone = matcher.match(garbled)
+    assert alone.faq_id != 3 or alone.score < match["score"]

@@ -1,9 +1,10 @@
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ivr.content import paths
+from ivr.content import config, paths
 from ivr.content.faq import Faq, FaqEntry, Topic, load_faq
 from ivr.language.match import Candidate, Matcher, MatchResult, yes_no
 from ivr.language.normalize import normalize
@@ -115,7 +116,8 @@ def test_a_clear_leader_over_the_margin_is_answered():
 def test_a_clearly_leading_entry_is_confirmed_not_rejected(faq):
     # a long chatty sentence: many words the FAQ never uses, so a moderate score, but far ahead of the rest
     text = "dạ điện thoại cũ của em bị mất cắp rồi em mua máy mới thì kích hoạt lại tài khoản kiểu gì chị"
-    m = Matcher(faq)
+    m = Matcher(faq, {**config.load("match"), "confirm_threshold": 0.48, "lead_threshold": 0.3, "lead_ratio": 1.5,
+                      "answer_lead_threshold": 1.01})
     top, runner_up = m.scores(text)[:2]
     assert top.faq_id == 3 and top.score < m.confirm_threshold, top
     assert top.score >= m.lead_threshold and top.score >= m.lead_ratio * runner_up.score
@@ -124,21 +126,48 @@ def test_a_clearly_leading_entry_is_confirmed_not_rejected(faq):
     assert no_lead.match(text).decision == "reject"
 
 
-def test_a_foreign_service_only_counts_when_the_faq_never_names_it(tmp_path):
+def test_out_of_scope_phrasings_reject_what_the_line_does_not_handle(tmp_path):
+    """Out-of-scope groups are data in faq/: a question closer to them than to any entry is rejected."""
     (tmp_path / "a.yaml").write_text(
         "topics:\n  - id: t\n    label: T\nentries:\n"
-        "  - {id: 1, topic: t, question: 'Quên mật khẩu?', answer: 'A', paraphrases: ['quên mật khẩu wifi']}\n"
+        "  - {id: 1, topic: t, question: 'Quên mật khẩu?', answer: 'A'}\n"
         "  - {id: 2, topic: t, question: 'Đổi số điện thoại?', answer: 'B'}\n",
         encoding="utf-8",
     )
+    plain = Matcher(load_faq(tmp_path))
+    (tmp_path / "b.yaml").write_text(
+        "out_of_scope:\n  - label: Wifi\n    phrasings: ['mật khẩu wifi nhà', 'wifi không vào được']\n",
+        encoding="utf-8",
+    )
     faq = load_faq(tmp_path)
-    settings = {"foreign_words": ["wifi", "facebook"], "foreign_factor": 0.3}
+    assert [g.label for g in faq.out_of_scope] == ["Wifi"]
+    m = Matcher(faq)
+    # the control: without the out-of-scope data the same question gets entry 1
+    assert plain.match("quên mật khẩu wifi").faq_id == 1
+    result = m.match("quên mật khẩu wifi")
+    assert result.decision == "reject" and result.faq_id is None and result.out_of_scope, result
+    assert result.candidates and result.candidates[0].faq_id == 1  # out-of-scope groups are never candidates
+    ok = m.match("quên mật khẩu")
+    assert (ok.decision, ok.faq_id, ok.out_of_scope) == ("answer", 1, False), ok
+
+
+def test_a_word_only_out_of_scope_phrasings_use_lowers_every_entry(tmp_path):
+    (tmp_path / "a.yaml").write_text(
+        "topics:\n  - id: t\n    label: T\nentries:\n"
+        "  - {id: 1, topic: t, question: 'Quên mật khẩu?', answer: 'A'}\n"
+        "  - {id: 2, topic: t, question: 'Đổi số điện thoại?', answer: 'B'}\n"
+        "out_of_scope:\n  - label: Facebook\n    phrasings: ['lấy lại tài khoản facebook']\n",
+        encoding="utf-8",
+    )
+    faq = load_faq(tmp_path)
+    settings = {"out_of_scope_word_factor": 0.5, "out_of_scope_floor": 0.0, "out_of_scope_margin": -1.0}
     m = Matcher(faq, settings)
-    plain = Matcher(faq, {**settings, "foreign_factor": 1.0})
-    assert m.scores("quên mật khẩu wifi") == plain.scores("quên mật khẩu wifi")  # the FAQ names wifi
-    penalised, full = m.scores("quên mật khẩu facebook")[0], plain.scores("quên mật khẩu facebook")[0]
-    assert penalised.faq_id == full.faq_id == 1
-    assert penalised.score == pytest.approx(full.score * 0.3, abs=1e-3)
+    plain = Matcher(faq, {**settings, "out_of_scope_word_factor": 1.0})
+    assert "facebook" in m.oos_words and "mật" not in m.oos_words
+    lowered, full = m.scores("quên mật khẩu facebook")[0], plain.scores("quên mật khẩu facebook")[0]
+    assert lowered.faq_id == full.faq_id == 1
+    assert lowered.score == pytest.approx(full.score * 0.5, abs=1e-3)
+    assert m.scores("quên mật khẩu") == plain.scores("quên mật khẩu")  # no such word: no change
 
 
 def test_unknown_words_saturate_with_unknown_cap(faq):
@@ -250,7 +279,8 @@ def test_fresh_evaluation(matcher):
         ({"answer_threshold": 5}, "outside 0..1.01"),
         ({"margin": -0.1}, "outside 0..1"),
         ({"answer_treshold": 0.7}, "unknown setting 'answer_treshold'"),
-        ({"foreign_words": "facebook"}, "'foreign_words' must be a list"),
+        ({"foreign_words": ["facebook"]}, "unknown setting 'foreign_words'"),
+        ({"near_word_weight": 2}, "outside 0..1"),
     ],
 )
 def test_bad_settings_are_named(faq, settings, named):
@@ -271,8 +301,8 @@ def test_bad_settings_file_is_exit_2_not_a_traceback(tmp_path, monkeypatch, caps
     for d in ("faq", "prompts", "config"):
         shutil.copytree(paths.home() / d, home / d)
     text = (home / "config" / "match.yaml").read_text(encoding="utf-8")
-    (home / "config" / "match.yaml").write_text(text.replace("answer_threshold: 0.70", "answer_threshold: banana"),
-                                                encoding="utf-8")
+    text = re.sub(r"(?m)^answer_threshold: .*$", "answer_threshold: banana", text)
+    (home / "config" / "match.yaml").write_text(text, encoding="utf-8")
     monkeypatch.setenv("IVR_HOME", str(home))
     config.load.cache_clear()
     try:
@@ -281,3 +311,59 @@ def test_bad_settings_file_is_exit_2_not_a_traceback(tmp_path, monkeypatch, caps
         config.load.cache_clear()
     err = capsys.readouterr().err
     assert "'answer_threshold' must be a number" in err and "Traceback" not in err
+
+
+def test_a_misheard_syllable_counts_weakly_as_the_near_word(faq):
+    """'quên' heard 'quyên' is not an unknown word: with near_word_weight it counts as 'quên', weakly."""
+    base = {"sound_factor": 0.0, "fold_factor": 0.0}
+    near = Matcher(faq, {**base, "near_word_weight": 0.5}).scores("quyên mật khẩu")[0]
+    none = Matcher(faq, {**base, "near_word_weight": 0.0}).scores("quyên mật khẩu")[0]
+    exact = Matcher(faq, {**base, "near_word_weight": 0.5}).scores("quên mật khẩu")[0]
+    assert near.faq_id == none.faq_id == exact.faq_id == 9
+    assert none.score < near.score < exact.score
+
+
+def test_sound_alike_form_forgives_recogniser_confusions(faq):
+    heard = "máy không có xinh chắc học"  # sinh trắc học: s/x, n/nh, ch/tr
+    shipped = {**config.load("match"), "near_word_weight": 0.0}
+    with_sound = Matcher(faq, shipped).match(heard)
+    without = Matcher(faq, {**shipped, "sound_factor": 0.0}).match(heard)
+    assert with_sound.faq_id == 7 and with_sound.decision in ("answer", "confirm"), with_sound
+    assert with_sound.score > (without.candidates[0].score if without.candidates else 0.0)
+
+
+def test_nbest_hypotheses_are_weighed_together(faq):
+    m = Matcher(faq)
+    garbled = "quyên mà bin gì đó"
+    alone = m.match(garbled)
+    together = m.match_nbest([(garbled, 0.4), ("quên mã pin", 0.35), ("quên mã bin", 0.25)])
+    assert together.faq_id == 3 and together.decision in ("answer", "confirm")
+    assert together.score > (alone.candidates[0].score if alone.candidates else 0.0)
+    # the weights count: the same list with all weight on an out-of-domain hypothesis is rejected
+    assert m.match_nbest([("hôm nay trời mưa to quá", 0.98), ("quên mã pin", 0.02)]).decision == "reject"
+    # one hypothesis is a plain match; an empty list a reject
+    assert m.match_nbest([("quên mã pin", 1.0)]) == m.match("quên mã pin")
+    assert m.match_nbest([]).decision == "reject" and m.match_nbest([("", 1.0)]).decision == "reject"
+
+
+def test_doubtful_words_are_read_as_near_known_words(faq):
+    """Word confidences: a doubtful known word counts weakly; a doubtful word one letter from a known word
+    is read as it."""
+    m = Matcher(faq)
+    plain = m.match("quên mật khẩu")
+    doubted = m.match("quên mật khẩu", word_conf=[0.2, 0.9, 0.9])
+    assert plain.faq_id == doubted.faq_id == 9 and doubted.score < plain.score
+    assert m.match("quên mật khẩu", word_conf=[0.9, 0.9, 0.9]) == plain
+    assert m.match("quên mật khẩu", word_conf=[0.2]) == plain  # not one per word: ignored
+
+
+def test_a_far_leading_entry_is_answered(faq):
+    """answer_lead_*: a moderate score many times the runner-up's is answered outright."""
+    text = "dạ điện thoại cũ của em bị mất cắp rồi em mua máy mới thì kích hoạt lại tài khoản kiểu gì chị"
+    base = {**config.load("match"), "answer_threshold": 1.01}
+    top, runner_up = Matcher(faq, base).scores(text)[:2]
+    on = Matcher(faq, {**base, "answer_lead_threshold": top.score - 0.01, "answer_lead_ratio": 2.0})
+    off = Matcher(faq, {**base, "answer_lead_threshold": 1.01})
+    assert top.score >= 2.0 * runner_up.score
+    assert (on.match(text).decision, on.match(text).faq_id) == ("answer", 3)
+    assert off.match(text).decision == "confirm"

@@ -197,3 +197,53 @@ def test_fillers_do_not_eat_content_words():
 def test_odd_input_gives_empty_string(bad):
     assert normalize(bad) == ""
     assert fold(bad) == ""
+
+
+@pytest.mark.parametrize(
+    "heard,expected",
+    [
+        ("quên pát", "quên mật khẩu"),
+        ("đổi pát guốt", "đổi mật khẩu"),
+        ("ép sờ mát xê a", "ứng dụng smartca"),
+        ("mát xê a", "smartca"),
+        ("vê en pê tê sờ mát xê a", "smartca"),
+        ("máy bị rút", "thiết bị bị root"),
+        ("dên bờ rếch", "jailbreak"),
+        ("an roi", "android"),
+        ("ai phôn", "ios"),
+        ("ai ô ét", "ios"),
+        ("phây ai đi", "faceid"),
+        ("i meo kích hoạt", "email kích hoạt"),
+        ("mê nu đổi mật khẩu", "menu đổi mật khẩu"),
+        ("lính kích hoạt", "link"),
+        ("mã ô tê pê", "mã otp"),
+        ("u ét bê tô ken", "usb token"),
+        ("gu gồ pờ lây sơ vít", "google play services"),
+        ("oép sai", "website"),
+        ("quá bốn mươi tám giờ", "quá 48 giờ"),
+    ],
+)
+def test_what_vosk_writes_meets_the_faq_words(heard, expected):
+    assert normalize(heard) == expected
+
+
+@pytest.mark.parametrize(
+    "heard,expected",
+    [
+        ("khôn nhớ mậc khẩu", "quên mật khẩu"),  # n/ng, t/c, tone
+        ("pát guốc", "mật khẩu"),
+        ("sờ mác sê a", "smartca"),  # t/c, s/x
+        ("sờ mát a", "smartca"),  # one inner syllable missing
+        ("kít hoạt lại", "kích hoạt lại"),
+        ("chữ kí xố", "chữ ký số"),
+        ("thiếc bị", "thiết bị"),
+    ],
+)
+def test_multi_syllable_forms_survive_sound_alike_errors(heard, expected):
+    assert normalize(heard) == expected
+
+
+def test_ordinary_phrases_that_sound_like_a_spelling_stay():
+    assert normalize("mất mã pin") == "mất mã pin"  # not "mật khẩu pin" ("mật mã" is exact-only)
+    assert normalize("chữ số") == "chữ số"  # a 3-syllable form never loses a syllable
+    assert normalize("ép buộc") == "ép buộc"

@@ -15,6 +15,7 @@ from ivr.errors import IvrError
 
 COMMAND_MODULES = [
     "ivr.cli.ask",  # ask, faq check
+    "ivr.cli.eval",  # eval SET (text or WAV questions)
     "ivr.cli.say",  # say, prompts render
     "ivr.cli.dtmf",  # dtmf
     "ivr.cli.model",  # model download|path|check

@@ -47,6 +47,7 @@ def result_object(question: str, result, faq) -> dict:
         "decision": result.decision,
         "faq_id": result.faq_id,
         "score": round(float(result.score), 4),
+        "out_of_scope": bool(getattr(result, "out_of_scope", False)),
         "answer": answer,
         "alternatives": [{"faq_id": c.faq_id, "score": round(float(c.score), 4)} for c in alternatives],
     }
@@ -63,6 +64,9 @@ def _print_readable(question: str, result, faq, out) -> None:
         print("answer:", file=out)
         for line in entry.answer.splitlines():
             print(f"  {line}", file=out)
+    elif getattr(result, "out_of_scope", False):
+        print("matched:  nothing: out of scope (a question this line does not handle; see faq/out_of_scope.yaml)",
+              file=out)
     else:
         print("matched:  nothing (the caller goes to the keypad menu)", file=out)
     alternatives = [c for c in result.candidates if c.faq_id != result.faq_id][:MAX_ALTERNATIVES]

@@ -17,7 +17,8 @@ from ivr.errors import IvrError
 ENTRY_FIELDS = {"id", "topic", "question", "answer", "paraphrases", "keywords", "spoken"}
 REQUIRED_ENTRY_FIELDS = ("id", "topic", "question", "answer")
 TOPIC_FIELDS = {"id", "label"}
-FILE_FIELDS = {"topics", "entries"}
+FILE_FIELDS = {"topics", "entries", "out_of_scope"}
+OUT_OF_SCOPE_FIELDS = {"label", "phrasings"}
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,20 @@ class FaqEntry:
     source: Path
 
 
+@dataclass(frozen=True)
+class OutOfScope:
+    """Something the line does not handle (another service, billing, ...) and how callers ask for it."""
+
+    label: str
+    phrasings: tuple[str, ...]
+    source: Path
+
+
 @dataclass
 class Faq:
     topics: list[Topic]
     entries: list[FaqEntry]
+    out_of_scope: list[OutOfScope] = field(default_factory=list)
     _by_id: dict[int, FaqEntry] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -87,7 +98,7 @@ def _read(path: Path) -> dict:
     for key in data:
         if str(key) not in FILE_FIELDS:
             raise IvrError(f"{at(path, data, key)}: unknown top-level field '{key}'",
-                           "only 'topics' and 'entries' are allowed at the top level; "
+                           "only 'topics', 'entries' and 'out_of_scope' are allowed at the top level; "
                            + unknown_key_fix(key, FILE_FIELDS))
     return data
 
@@ -178,6 +189,33 @@ def _load_entry(path: Path, index: int, item) -> FaqEntry:
     )
 
 
+def _load_out_of_scope(path: Path, raw, groups: list[OutOfScope]) -> None:
+    if raw is None:
+        return
+    if not isinstance(raw, list):
+        raise IvrError(f"{path}, field 'out_of_scope': expected a list of {{label, phrasings}}, "
+                       f"found {type(raw).__name__}",
+                       "write one '- label: ...\\n    phrasings: [...]' per thing the line does not handle")
+    for i, item in enumerate(raw):
+        where = f"{path}, out_of_scope #{i + 1}"
+        if not isinstance(item, dict):
+            raise IvrError(f"{where}: expected a mapping with label and phrasings, found {type(item).__name__}",
+                           "write it as '- label: Hóa đơn điện tử\\n    phrasings: [\"xuất hóa đơn\"]'")
+        unknown = sorted(set(map(str, item)) - OUT_OF_SCOPE_FIELDS)
+        if unknown:
+            raise IvrError(f"{where}: unknown field(s) {', '.join(unknown)}",
+                           "an out-of-scope group has only 'label' and 'phrasings'")
+        for fld in ("label", "phrasings"):
+            if fld not in item:
+                raise IvrError(f"{where}, field '{fld}': missing", f"add '{fld}:' to the group")
+        label = _text(item["label"], f"{where}, field 'label'").strip()
+        phrasings = _texts(item["phrasings"], f"{path}, out_of_scope '{label}', field 'phrasings'")
+        if not phrasings:
+            raise IvrError(f"{path}, out_of_scope '{label}', field 'phrasings': is empty",
+                           "list at least one way a caller asks for it, or remove the group")
+        groups.append(OutOfScope(label=label, phrasings=phrasings, source=path))
+
+
 def load_faq(directory: Path | str | None = None) -> Faq:
     """Read and validate every ``*.yaml`` file in ``directory`` (default ``faq/``) into one ``Faq``."""
     directory = Path(directory) if directory is not None else paths.faq_dir()
@@ -192,9 +230,11 @@ def load_faq(directory: Path | str | None = None) -> Faq:
     topic_seen: dict[str, Path] = {}
     entries: list[FaqEntry] = []
     id_seen: dict[int, Path] = {}
+    out_of_scope: list[OutOfScope] = []
     for path in files:
         data = _read(path)
         _load_topics(path, data.get("topics"), topics, topic_seen)
+        _load_out_of_scope(path, data.get("out_of_scope"), out_of_scope)
         raw_entries = data.get("entries")
         if raw_entries is None:
             continue
@@ -221,4 +261,4 @@ def load_faq(directory: Path | str | None = None) -> Faq:
         if e.topic not in known:
             raise IvrError(f"{_where(e.source, e.id, fld='topic')}: unknown topic '{e.topic}'",
                            f"use one of the topic ids: {', '.join(t.id for t in topics)}")
-    return Faq(topics=topics, entries=entries)
+    return Faq(topics=topics, entries=entries, out_of_scope=out_of_scope)

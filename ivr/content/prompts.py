@@ -31,6 +31,7 @@ SPEC: dict[str, tuple[str, Any]] = {
     "answer_intro": ("text", {"summary"}),
     "after_answer": ("text", {"repeat", "another", "menu", "goodbye"}),
     "confirm": ("text", {"summary"}),
+    "confirm_other": ("text", {"summary"}),
     "confirm_hint": ("text", {"yes", "no"}),
     "no_input": ("ladder", set()),
     "no_match": ("ladder", set()),

@@ -71,6 +71,24 @@ LISTENING = (MENU, AFTER_ANSWER, CONFIRM)
 
 # a voice command counts when the caller's words hold it and at most this many words besides
 _COMMAND_SLACK = 3
+_TOPIC_LEADS = frozenset({"về", "phần", "mục", "chủ", "đề", "hỏi", "vấn"})
+
+
+def _topic_names(menu: MenuNode) -> dict[str, str]:
+    """Normalised names of each keypad topic -> topic id: the label and its parts ("Mật khẩu và mã PIN" ->
+    "mật khẩu", "mã pin"). A name two topics share belongs to neither."""
+    from ivr.language.normalize import normalize
+
+    names: dict[str, str | None] = {}
+    for node in (menu.options or {}).values():
+        if not node.is_menu or not node.topic_id:
+            continue
+        label = node.label or ""
+        for part in {label, *re.split(r",| và | hoặc |/", label)}:
+            name = normalize(part)
+            if name:
+                names[name] = node.topic_id if names.get(name, node.topic_id) == node.topic_id else None
+    return {k: v for k, v in names.items() if v}
 
 
 class Dialogue:
@@ -89,6 +107,8 @@ class Dialogue:
         self.last_faq_id: int | None = None  # the answer just given (after_answer)
         self.confirm_id: int | None = None  # the entry being confirmed
         self._confirm_rest: list[int] = []  # runners-up that may be offered after "no"
+        self._likely_topic: str | None = None  # topic of the entry first offered: its menu after "no"
+        self._topic_names = _topic_names(self.menu)
         self._reprompt: list[_Spec] = []  # what "*" repeats
         self._outstanding: dict[int, bool] = {}  # play_id -> barge_in, plays not yet finished
         self._typeahead: list[tuple[str, float]] = []  # keys pressed during a prompt that cannot be cut
@@ -155,7 +175,7 @@ class Dialogue:
         if isinstance(event, ev.SpeechPartial):
             return self._on_partial(event.text, t)
         if isinstance(event, ev.SpeechFinal):
-            return self._on_final(event.text, event.confidence, t)
+            return self._on_final(event.text, event.confidence, t, event.alternatives)
         if isinstance(event, ev.Timeout):
             return self._on_timeout(t)
         if isinstance(event, ev.TransferFailed):
@@ -294,7 +314,7 @@ class Dialogue:
             return out
         return []
 
-    def _on_final(self, text: str, confidence: float, t: float) -> list[Action]:
+    def _on_final(self, text: str, confidence: float, t: float, alternatives=()) -> list[Action]:
         text = unicodedata.normalize("NFC", text or "").strip()
         if self.state not in LISTENING:
             return [Log("ignored", {"t": t, "speech": text, "state": self.state})] if text else []
@@ -322,7 +342,7 @@ class Dialogue:
                 return out + self._confirmed(t, "voice")
             if reply == "no":
                 return out + self._denied(t, "voice")
-        return out + self._on_question(text, t)
+        return out + self._on_question(text, t, alternatives)
 
     def _command(self, text: str) -> str | None:
         words = _fold_words(text)
@@ -354,8 +374,14 @@ class Dialogue:
             return self._replay(t)
         return self._repeat(t)
 
-    def _on_question(self, text: str, t: float) -> list[Action]:
-        result = self.matcher.match(text)
+    def _on_question(self, text: str, t: float, alternatives=()) -> list[Action]:
+        topic = self._spoken_topic(text)
+        if topic is not None:  # the caller named a topic ("mật khẩu", "sinh trắc học"): its keypad menu
+            return [Log("topic_named", {"t": t, "text": text, "topic": topic.topic_id})] + self._enter_menu(t, topic)
+        if len(alternatives) > 1 and hasattr(self.matcher, "match_nbest"):
+            result = self.matcher.match_nbest(list(alternatives))
+        else:
+            result = self.matcher.match(text)
         out: list[Action] = [
             Log("match", {
                 "t": t, "text": text, "decision": result.decision, "faq_id": result.faq_id,
@@ -370,6 +396,7 @@ class Dialogue:
             if self.settings.second_candidate:
                 rest = [c.faq_id for c in result.candidates[1:2]
                         if c.score >= self.settings.confirm_min_score and c.faq_id != result.faq_id]
+            self._likely_topic = self.faq.by_id(result.faq_id).topic if self.settings.second_candidate else None
             return out + self._confirm(t, result.faq_id, rest)
         self.counters["no_match"] += 1
         out.append(Log("no_match", {"t": t, "text": text, "score": result.score}))
@@ -377,14 +404,15 @@ class Dialogue:
 
     # -- confirmation ----------------------------------------------------------------------------------------
 
-    def _confirm(self, t: float, faq_id: int, rest: list[int]) -> list[Action]:
+    def _confirm(self, t: float, faq_id: int, rest: list[int], other: bool = False) -> list[Action]:
         self.counters["confirms"] += 1
         self.state = CONFIRM
         self.confirm_id = faq_id
         self._confirm_rest = rest
         summary = self.prompts.summary(self.faq.by_id(faq_id))
+        pid = "confirm_other" if other else "confirm"
         specs = [
-            _Spec("confirm", self.prompts.text("confirm", summary=summary), faq_id=None, barge_in=self._bi()),
+            _Spec(pid, self.prompts.text(pid, summary=summary), faq_id=None, barge_in=self._bi()),
             self._prompt("confirm_hint", yes=self.settings.yes_key, no=self.settings.no_key),
         ]
         out: list[Action] = [Log("confirm", {"t": t, "faq_id": faq_id})]
@@ -398,10 +426,15 @@ class Dialogue:
 
     def _denied(self, t: float, via: str) -> list[Action]:
         out: list[Action] = [Log("denied", {"t": t, "faq_id": self.confirm_id, "via": via})]
-        if self._confirm_rest:
+        if self._confirm_rest:  # "Hay quý khách muốn hỏi về ...?"
             nxt = self._confirm_rest.pop(0)
-            return out + self._confirm(t, nxt, self._confirm_rest)
+            return out + self._confirm(t, nxt, self._confirm_rest, other=True)
         self.confirm_id = None
+        topic, self._likely_topic = self._likely_topic, None
+        node = self._topic_node(topic) if topic else None
+        if node is not None:  # the keypad menu of the likeliest topic, before the no-match ladder
+            out.append(Log("disambiguate", {"t": t, "topic": topic}))
+            return out + self._enter_menu(t, node)
         self.state = MENU
         self._reprompt = [self._node_spec(self.node)]
         return out + self._fail(t, None, kind="no_match")
@@ -505,6 +538,19 @@ class Dialogue:
         main = self._node_spec(self.menu)
         specs = [*lead, *([self._prompt("greet_short")] if greet else []), main]
         return self._turn(t, specs, reprompt=[main])
+
+    def _topic_node(self, topic_id: str) -> MenuNode | None:
+        return next((n for n in (self.menu.options or {}).values() if n.topic_id == topic_id and n.is_menu), None)
+
+    def _spoken_topic(self, text: str) -> MenuNode | None:
+        """The topic menu whose name the caller said, alone ("mật khẩu", "về sinh trắc học ạ")."""
+        from ivr.language.normalize import normalize
+
+        words = normalize(text).split()
+        while words and words[0] in _TOPIC_LEADS:
+            words = words[1:]
+        topic_id = self._topic_names.get(" ".join(words))
+        return self._topic_node(topic_id) if topic_id else None
 
     def _enter_menu(self, t: float, node: MenuNode) -> list[Action]:
         self.state = MENU

@@ -42,6 +42,8 @@ class SpeechFinal(_Event):
 
     text: str
     confidence: float = 1.0
+    # the recogniser's n-best list, (text, weight) best first; when given, the matcher weighs them together
+    alternatives: tuple[tuple[str, float], ...] = ()
     end: str = field(default="", kw_only=True)
     decode_ms: float | None = field(default=None, kw_only=True)
 

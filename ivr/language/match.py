@@ -26,11 +26,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rapidfuzz import fuzz, process
-from rapidfuzz.distance import LCSseq
+from rapidfuzz.distance import LCSseq, Levenshtein
 
 from ivr.content.faq import Faq
 from ivr.errors import IvrError
-from ivr.language.normalize import fold, is_folded, normalize
+from ivr.language.normalize import fold, is_folded, normalize, strip_marks
+from ivr.language.phonetic import key as sound_key
+from ivr.language.phonetic import keys as sound_keys
 
 Decision = Literal["answer", "confirm", "reject"]
 
@@ -54,17 +56,24 @@ DEFAULTS = {
     "margin": 0.06,
     "lead_threshold": 1.01,  # a clearly leading entry scoring at least this is confirmed ...
     "lead_ratio": 1e9,  # ... when it scores at least lead_ratio times the runner-up
+    "answer_lead_threshold": 1.01,  # a far-leading entry scoring at least this is answered outright ...
+    "answer_lead_ratio": 1e9,  # ... when it scores at least this many times the runner-up
     "unknown_cap": 0.0,  # > 0: unknown caller words saturate at this many words (long chatty sentences)
-    "foreign_words": [],  # words naming other services ("wifi", "facebook"): evidence of out of domain
-    "foreign_factor": 1.0,  # score factor when the caller names one the FAQ never mentions
+    "out_of_scope_margin": 0.0,  # rejected as out of scope when an out-of-scope phrasing scores >= top - this
+    "out_of_scope_word_factor": 1.0,  # entry scores factor when the caller uses a word only out-of-scope
+    "out_of_scope_floor": 0.25,  # ... phrasings use ("wifi", "token") and one of them scores at least this
     "overlap_weight": 0.7,  # share of the weighted word overlap in a phrasing's score (rest: fuzzy)
     "caller_coverage_beta": 1.5,  # >1: covering what the caller said matters more than covering the phrasing
     "unknown_word_weight": 0.9,  # weight of a caller word the FAQ never uses (1.0 = a word unique to one entry)
+    "near_word_weight": 0.0,  # a misheard word one letter from a known word counts as it, at this share
+    "fold_factor": 0.9,  # score factor of the diacritic-free form (it confuses "mất"/"mật")
+    "sound_factor": 0.8,  # score factor of the sound-alike form (ivr/language/phonetic.py)
     "fuzzy_gate": 1.0,  # the fuzzy score counts in proportion to (caller coverage) ** fuzzy_gate
     "evidence_scale": 1.33,  # matched weight at which evidence reaches 63 % (score factor 1 - exp(-w/scale))
     "pair_weight": 0.8,  # weight of a word pair relative to its IDF
     "weight_scale": 9,  # repeats per unit of weight in the encoded bags (resolution of the weights)
     "max_candidates": 400,  # phrasings rescored after the first pass (large FAQs)
+    "doubtful_word_conf": 0.0,  # recognised words below this confidence count as near words (weakly)
 }
 
 
@@ -72,10 +81,14 @@ DEFAULTS = {
 # threshold of 1.01 switches that decision off (as DEFAULTS do for lead_threshold, with lead_ratio 1e9).
 _RANGES = {
     "answer_threshold": (0.0, 1.01), "confirm_threshold": (0.0, 1.01), "margin": (0.0, 1.0),
-    "lead_threshold": (0.0, 1.01), "lead_ratio": (1.0, 1e9), "unknown_cap": (0.0, 100.0),
-    "foreign_factor": (0.0, 1.0), "overlap_weight": (0.0, 1.0), "caller_coverage_beta": (0.01, 100.0),
-    "unknown_word_weight": (0.0, 100.0), "fuzzy_gate": (0.0, 100.0), "evidence_scale": (0.01, 100.0),
+    "lead_threshold": (0.0, 1.01), "lead_ratio": (1.0, 1e9), "answer_lead_threshold": (0.0, 1.01),
+    "answer_lead_ratio": (1.0, 1e9), "unknown_cap": (0.0, 100.0),
+    "out_of_scope_margin": (-1.0, 1.0), "out_of_scope_word_factor": (0.0, 1.0), "out_of_scope_floor": (0.0, 1.0),
+    "overlap_weight": (0.0, 1.0), "caller_coverage_beta": (0.01, 100.0),
+    "unknown_word_weight": (0.0, 100.0), "near_word_weight": (0.0, 1.0), "fold_factor": (0.0, 1.0),
+    "sound_factor": (0.0, 1.0), "fuzzy_gate": (0.0, 100.0), "evidence_scale": (0.01, 100.0),
     "pair_weight": (0.0, 100.0), "weight_scale": (1, 1000), "max_candidates": (1, 1_000_000),
+    "doubtful_word_conf": (0.0, 1.0),
 }
 
 
@@ -84,8 +97,10 @@ def check_settings(settings: dict, source: str = "config/match.yaml") -> dict:
     naming the file and the setting. Returns the settings merged over the defaults."""
     unknown = sorted(set(settings) - set(DEFAULTS))
     if unknown:
-        raise IvrError(f"{source}: unknown setting {unknown[0]!r}",
-                       f"remove it, or use one of: {', '.join(sorted(DEFAULTS))}")
+        fix = f"remove it, or use one of: {', '.join(sorted(DEFAULTS))}"
+        if unknown[0] in ("foreign_words", "foreign_factor"):
+            fix = "remove it: other services are listed as out-of-scope phrasings in faq/out_of_scope.yaml"
+        raise IvrError(f"{source}: unknown setting {unknown[0]!r}", fix)
     merged = {**DEFAULTS, **settings}
     for key, (low, high) in _RANGES.items():
         value = merged[key]
@@ -95,12 +110,6 @@ def check_settings(settings: dict, source: str = "config/match.yaml") -> dict:
         if not low <= value <= high:
             raise IvrError(f"{source}: setting {key!r} = {value:g} is outside {low:g}..{high:g}",
                            f"write a number between {low:g} and {high:g}")
-    words = merged["foreign_words"]
-    if words is None:
-        merged["foreign_words"] = []
-    elif not isinstance(words, list) or not all(isinstance(w, str) for w in words):
-        raise IvrError(f"{source}: setting 'foreign_words' must be a list of words",
-                       "write it as [facebook, zalo, ...]")
     return merged
 
 
@@ -116,10 +125,14 @@ class MatchResult:
     faq_id: int | None
     score: float
     candidates: list[Candidate] = field(default_factory=list)
+    out_of_scope: bool = False  # rejected because the question is closer to what the line does not handle
+    out_of_scope_score: float = 0.0  # best score of an out-of-scope phrasing
 
 
 class _Corpus:
-    """One form (canonical or folded) of every phrasing, with its weighted bag encoded for LCSseq."""
+    """One form (canonical, folded or sound-alike) of every phrasing, with its weighted bag encoded for
+    LCSseq. Weights (IDF) are computed over the FAQ's entries; words only out-of-scope phrasings use weigh as
+    a word unique to one entry."""
 
     def __init__(self, texts: list[str], owners: list[int], stopwords: frozenset[str], settings: dict):
         self.texts = texts
@@ -128,33 +141,67 @@ class _Corpus:
         self.scale = float(settings["weight_scale"])
         self.unknown = float(settings["unknown_word_weight"])
         self.unknown_cap = float(settings["unknown_cap"])
-        feats = [self.features(t) for t in texts]
-        n_entries = len(set(owners))
+        self.near_weight = float(settings["near_word_weight"])
+        feats = [self.features(t.split()) for t in texts]
+        n_entries = max(2, len({o for o in owners if o > 0}))
         df: dict[str, set[int]] = {}
         for f, owner in zip(feats, owners, strict=True):
             for x in f:
-                df.setdefault(x, set()).add(owner)
+                d = df.setdefault(x, set())
+                if owner > 0:
+                    d.add(owner)
         # IDF in units of "a word only one entry uses" (= 1.0), so that the settings mean the same for an FAQ
         # of 3 entries or of 10,000
         unique = math.log((n_entries - 0.5) / 1.5 + 1.0)
         self.weight: dict[str, float] = {}
         for x, owners_of in df.items():
-            d = len(owners_of)
+            d = max(1, len(owners_of))
             idf = math.log((n_entries - d + 0.5) / (d + 0.5) + 1.0) / unique
             self.weight[x] = idf * (self.pair_weight if " " in x else 1.0)
         self.code = {x: chr(0xF0000 + i) for i, x in enumerate(sorted(self.weight))}
         self.bags = [self.encode(f)[0] for f in feats]
         self.sizes = [len(b) for b in self.bags]
+        self.vocabulary = sorted(x for x in self.weight if " " not in x and len(x) >= 3)
+        self._near: dict[str, str | None] = {}
 
-    def features(self, text: str) -> list[str]:
-        words = text.split()
+    def features(self, words: list[str]) -> list[str]:
         content = [w for w in words if w not in self.stopwords]
         pairs = [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)
                  if a not in self.stopwords and b not in self.stopwords]
         return list(dict.fromkeys(content + pairs))
 
-    def encode(self, feats: list[str]) -> tuple[str, float]:
-        """The sorted multiset string of ``feats`` and the weight of the words the corpus has never seen."""
+    def near(self, word: str) -> str | None:
+        """The known word one edit away from ``word`` (the heaviest if several), or None."""
+        if word in self._near:
+            return self._near[word]
+        found = None
+        if len(word) >= 3 and self.vocabulary:
+            hits = process.extract(word, self.vocabulary, scorer=Levenshtein.distance, score_cutoff=1, limit=None)
+            if hits:
+                found = max(hits, key=lambda h: (self.weight[h[0]], h[0]))[0]
+        if len(self._near) < 100_000:
+            self._near[word] = found
+        return found
+
+    def correct(self, text: str, doubtful: frozenset[int] = frozenset()) -> tuple[list[str], set[str]]:
+        """The words of ``text`` with unknown (or doubtful) words replaced by a known word one edit away, and
+        the set of replaced words (they count weakly)."""
+        words = text.split()
+        weak: set[str] = set()
+        if self.near_weight <= 0:
+            return words, weak
+        for i, w in enumerate(words):
+            if w in self.stopwords or (w in self.weight and i not in doubtful):
+                continue
+            n = self.near(w) if w not in self.weight else w
+            if n is not None:
+                words[i] = n
+                weak.add(n)
+        return words, weak
+
+    def encode(self, feats: list[str], weak: set[str] | None = None) -> tuple[str, float]:
+        """The sorted multiset string of ``feats`` and the weight of the words the corpus has never seen.
+        Features made of ``weak`` words (misheard, corrected) count at ``near_word_weight``."""
         parts = []
         unknown = 0.0
         for x in feats:
@@ -162,7 +209,10 @@ class _Corpus:
             if c is None:
                 unknown += self.unknown * (self.pair_weight if " " in x else 1.0)
                 continue
-            parts.append(c * max(1, round(self.weight[x] * self.scale)))
+            w = self.weight[x]
+            if weak and any(part in weak for part in x.split()):
+                w *= self.near_weight
+            parts.append(c * max(1, round(w * self.scale)))
         if self.unknown_cap > 0:
             # a long sentence carries many words the FAQ never uses: the first few count almost fully, the
             # rest less and less, so a chatty caller is not rejected for talking, only for not matching
@@ -188,7 +238,12 @@ class Matcher:
         self.margin = float(s["margin"])
         self.lead_threshold = float(s["lead_threshold"])
         self.lead_ratio = float(s["lead_ratio"])
-        self.foreign_factor = float(s["foreign_factor"])
+        self.answer_lead_threshold = float(s["answer_lead_threshold"])
+        self.answer_lead_ratio = float(s["answer_lead_ratio"])
+        self.oos_margin = float(s["out_of_scope_margin"])
+        self.fold_factor = float(s["fold_factor"])
+        self.sound_factor = float(s["sound_factor"])
+        self.doubtful_conf = float(s["doubtful_word_conf"])
         self.faq = faq
         owners: list[int] = []
         phrasings: list[str] = []
@@ -196,38 +251,56 @@ class Matcher:
             for text in (e.question, *e.paraphrases, *e.keywords):
                 owners.append(e.id)
                 phrasings.append(text)
+        # what the line does not handle: phrasings owned by negative ids (never a candidate)
+        for k, group in enumerate(getattr(faq, "out_of_scope", None) or []):
+            for text in group.phrasings:
+                owners.append(-(k + 1))
+                phrasings.append(text)
         self.owners = owners
         normed = [normalize(t) for t in phrasings]
         self.norm = _Corpus(normed, owners, STOPWORDS, s)
         self.fold = _Corpus([fold(t) for t in normed], owners, _FOLDED_STOPWORDS, s)
+        content_keys = {sound_key(w) for t in normed for w in t.split() if w not in STOPWORDS}
+        sound_stop = frozenset(sound_key(w) for w in STOPWORDS) - content_keys
+        self.sound = _Corpus([sound_keys(t) for t in normed], owners, sound_stop, s)
         self.entry_ids = [e.id for e in faq.entries]
-        # other services named by the caller, kept only when no FAQ phrasing mentions them
-        vocab = " " + " ".join(normed) + " "
-        foreign = {normalize(w) for w in s["foreign_words"] or []} - {""}
-        foreign = {w for w in foreign if f" {w} " not in vocab}
-        self._foreign_re = re.compile(
-            r"(?<!\w)(?:" + "|".join(re.escape(w) for w in sorted(foreign, key=len, reverse=True)) + r")(?!\w)"
-        ) if foreign else None
-        self._folded_foreign_re = re.compile(
-            r"(?<!\w)(?:" + "|".join(re.escape(fold(w)) for w in sorted(foreign, key=len, reverse=True)) + r")(?!\w)"
-        ) if foreign else None
+        self.oos_word_factor = float(s["out_of_scope_word_factor"])
+        self.oos_floor = float(s["out_of_scope_floor"])
+        # words that only out-of-scope phrasings use ("wifi", "token", "ngân hàng"): naming one is a sign
+        self.oos_words = self._only_out_of_scope(self.norm)
+        self.oos_folded_words = self._only_out_of_scope(self.fold)
+
+    def _only_out_of_scope(self, corpus: _Corpus) -> frozenset[str]:
+        inside: set[str] = set()
+        outside: set[str] = set()
+        for text, owner in zip(corpus.texts, self.owners, strict=True):
+            words = [x for x in corpus.features(text.split()) if " " not in x]
+            (inside if owner > 0 else outside).update(words)
+        return frozenset(outside - inside)
 
     # -- scoring -----------------------------------------------------------------------------------------
 
-    def _phrasing_scores(self, corpus: _Corpus, text: str) -> dict[int, float]:
-        """Score of every phrasing (index -> [0, 1]) that shares anything with ``text``."""
+    def _phrasing_scores(self, corpus: _Corpus, text: str, doubtful: frozenset[int] = frozenset(),
+                         among: list[int] | None = None) -> dict[int, float]:
+        """Score of every phrasing (index -> [0, 1]) that shares anything with ``text`` (only the phrasings
+        ``among`` when given: the candidates another form of the text found)."""
         s = self.settings
-        bag, unknown = corpus.encode(corpus.features(text))
+        words, weak = corpus.correct(text, doubtful)
+        text = " ".join(words)
+        bag, unknown = corpus.encode(corpus.features(words), weak)
         q_size = len(bag) + unknown
         if q_size <= 0:
             return {}
-        hits = process.extract(
-            bag, corpus.bags, scorer=LCSseq.normalized_similarity, processor=None,
-            limit=int(s["max_candidates"]), score_cutoff=1e-9,
-        )
-        if not hits:
+        if among is None:
+            hits = process.extract(
+                bag, corpus.bags, scorer=LCSseq.normalized_similarity, processor=None,
+                limit=int(s["max_candidates"]), score_cutoff=1e-9,
+            )
+            idx = [h[2] for h in hits]
+        else:
+            idx = among
+        if not idx:
             return {}
-        idx = [h[2] for h in hits]
         sub = {i: corpus.texts[i] for i in idx}
         overlaps = {h[2]: h[1] for h in process.extract(bag, {i: corpus.bags[i] for i in idx},
                                                         scorer=LCSseq.similarity, processor=None, limit=None)}
@@ -252,54 +325,113 @@ class Matcher:
             out[i] = (w_overlap * f + (1 - w_overlap) * fuzzy * cq ** gate) * evidence
         return out
 
-    def scores(self, text: str) -> list[Candidate]:
-        """Every entry that shares anything with ``text``, best first (one candidate per entry)."""
+    def _owner_scores(self, text: str, word_conf: list[float] | None = None) -> dict[int, float]:
+        """Best phrasing score per owner (entry id, or a negative id for an out-of-scope group)."""
         norm = normalize(text)
         if not norm:
-            return []
-        folded_text = fold(norm)
-        if is_folded(norm) or is_folded(text):
-            per_phrasing = self._phrasing_scores(self.fold, folded_text)
-        else:
-            per_phrasing = self._phrasing_scores(self.norm, norm)
-            folded = self._phrasing_scores(self.fold, folded_text)
-            # the fold forgives missing or wrong marks but confuses "mất"/"mật": it counts at a discount
-            for i, v in folded.items():
-                v *= 0.9
+            return {}
+        doubtful: frozenset[int] = frozenset()
+        if word_conf and self.doubtful_conf > 0 and len(word_conf) == len(norm.split()):
+            doubtful = frozenset(i for i, c in enumerate(word_conf) if c < self.doubtful_conf)
+        folded_text = strip_marks(norm)  # norm is already normalised: fold() would normalise it again
+        per_phrasing: dict[int, float] = {}
+
+        def merge(scores: dict[int, float], factor: float) -> None:
+            for i, v in scores.items():
+                v *= factor
                 if v > per_phrasing.get(i, 0.0):
                     per_phrasing[i] = v
-        factor = 1.0
-        if self._foreign_re is not None and (
-            self._foreign_re.search(norm) or self._folded_foreign_re.search(folded_text)
-        ):
-            factor = self.foreign_factor
+
+        # the sound-alike form is the most forgiving: the phrasings it finds are the candidates of all forms
+        # (one full pass instead of three)
+        among = None
+        if self.sound_factor > 0:
+            sound = self._phrasing_scores(self.sound, sound_keys(norm), doubtful)
+            merge(sound, self.sound_factor)
+            among = list(sound)
+        if is_folded(norm) or is_folded(text):
+            merge(self._phrasing_scores(self.fold, folded_text, doubtful, among), 1.0)
+        else:
+            merge(self._phrasing_scores(self.norm, norm, doubtful, among), 1.0)
+            # the fold forgives missing or wrong marks but confuses "mất"/"mật": it counts at a discount
+            merge(self._phrasing_scores(self.fold, folded_text, doubtful, among), self.fold_factor)
         best: dict[int, float] = {}
         owners = self.owners
         for i, v in per_phrasing.items():
             o = owners[i]
             if v > best.get(o, 0.0):
                 best[o] = v
-        ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
-        return [Candidate(faq_id=o, score=round(min(1.0, max(0.0, v * factor)), 4)) for o, v in ranked if v > 0]
+        if self.oos_word_factor < 1.0 and max((v for o, v in best.items() if o < 0), default=0.0) >= self.oos_floor:
+            named = (not self.oos_words.isdisjoint(norm.split())
+                     or not self.oos_folded_words.isdisjoint(folded_text.split()))
+            if named:
+                best = {o: (v * self.oos_word_factor if o > 0 else v) for o, v in best.items()}
+        return best
 
-    def match(self, text: str) -> MatchResult:
-        """Decide what to do with ``text``. Never raises on odd input: it is rejected."""
-        try:
-            candidates = self.scores(text) if isinstance(text, str) else []
-        except (ValueError, TypeError):
-            candidates = []
+    @staticmethod
+    def _ranked(best: dict[int, float]) -> tuple[list[Candidate], float]:
+        ranked = sorted(((o, v) for o, v in best.items() if o > 0), key=lambda kv: (-kv[1], kv[0]))
+        cands = [Candidate(faq_id=o, score=round(min(1.0, max(0.0, v)), 4)) for o, v in ranked if v > 0]
+        oos = max((v for o, v in best.items() if o < 0), default=0.0)
+        return cands, round(min(1.0, max(0.0, oos)), 4)
+
+    def scores(self, text: str) -> list[Candidate]:
+        """Every entry that shares anything with ``text``, best first (one candidate per entry)."""
+        return self._ranked(self._owner_scores(text))[0]
+
+    def _decide(self, candidates: list[Candidate], oos: float) -> MatchResult:
         if not candidates:
-            return MatchResult("reject", None, 0.0, [])
+            return MatchResult("reject", None, 0.0, [], out_of_scope=oos > 0, out_of_scope_score=oos)
         top = candidates[0]
+        if oos > 0 and oos >= top.score - self.oos_margin:
+            return MatchResult("reject", None, top.score, candidates, out_of_scope=True, out_of_scope_score=oos)
         runner_up = candidates[1].score if len(candidates) > 1 else 0.0
         if top.score >= self.answer_threshold and top.score - runner_up >= self.margin:
-            return MatchResult("answer", top.faq_id, top.score, candidates)
+            return MatchResult("answer", top.faq_id, top.score, candidates, out_of_scope_score=oos)
+        # far ahead of every other entry (a long chatty sentence scores low while its ranking is sure)
+        if top.score >= self.answer_lead_threshold and top.score >= self.answer_lead_ratio * runner_up:
+            return MatchResult("answer", top.faq_id, top.score, candidates, out_of_scope_score=oos)
         if top.score >= self.confirm_threshold:
-            return MatchResult("confirm", top.faq_id, top.score, candidates)
+            return MatchResult("confirm", top.faq_id, top.score, candidates, out_of_scope_score=oos)
         # a moderate score far ahead of every other entry: the ranking is trusted, the caller is asked
         if top.score >= self.lead_threshold and top.score >= self.lead_ratio * runner_up:
-            return MatchResult("confirm", top.faq_id, top.score, candidates)
-        return MatchResult("reject", None, top.score, candidates)
+            return MatchResult("confirm", top.faq_id, top.score, candidates, out_of_scope_score=oos)
+        return MatchResult("reject", None, top.score, candidates, out_of_scope_score=oos)
+
+    def match(self, text: str, word_conf: list[float] | None = None) -> MatchResult:
+        """Decide what to do with ``text``. Never raises on odd input: it is rejected.
+
+        ``word_conf``: the recogniser's confidence of each word of ``text`` (in order); words below
+        ``doubtful_word_conf`` may be read as a known word one letter away."""
+        try:
+            best = self._owner_scores(text, word_conf) if isinstance(text, str) else {}
+        except (ValueError, TypeError):
+            best = {}
+        return self._decide(*self._ranked(best))
+
+    def match_nbest(self, hypotheses: list[tuple[str, float]]) -> MatchResult:
+        """Decide on a recogniser's n-best list: (text, weight) pairs, weights >= 0 (normalised here).
+
+        Each entry's score is the weighted mean of its scores over the hypotheses, so an entry that several
+        likely hypotheses point to wins over one that a single hypothesis matches."""
+        hyps = [(t, max(0.0, float(w))) for t, w in hypotheses if isinstance(t, str) and t.strip()]
+        total = sum(w for _, w in hyps)
+        if not hyps:
+            return MatchResult("reject", None, 0.0, [])
+        if total <= 0:
+            hyps = [(t, 1.0) for t, _ in hyps]
+            total = float(len(hyps))
+        if len(hyps) == 1:
+            return self.match(hyps[0][0])
+        combined: dict[int, float] = {}
+        for text, w in hyps:
+            try:
+                best = self._owner_scores(text)
+            except (ValueError, TypeError):
+                best = {}
+            for o, v in best.items():
+                combined[o] = combined.get(o, 0.0) + v * w / total
+        return self._decide(*self._ranked(combined))
 
 
 # -- yes / no for confirmations ---------------------------------------------------------------------------

@@ -62,27 +62,58 @@ _IY_RE = re.compile(r"(?<!\w)([hklmst])([iíìỉĩị])(?!\w)")
 # canonical form -> spoken or written variants (all lower case, NFC). The canonical form is what both the
 # caller's text and the FAQ turn into; it is itself listed implicitly.
 CANONICAL: dict[str, tuple[str, ...]] = {
-    "chữ ký số": ("cks", "chữ ký điện tử"),
-    "chứng thư số": ("cts", "chứng thư", "chứng chỉ số"),
-    "mật khẩu": ("mk", "pass", "password", "pass word", "mật mã"),
-    "quên": ("không nhớ", "ko nhớ", "k nhớ", "hông nhớ", "hổng nhớ", "chẳng nhớ", "chả nhớ"),
-    "mã pin": ("mã bin", "mã pín", "mã pinh", "mã pin code"),
-    "pin": ("pin code", "pincode"),
+    "chữ ký số": ("cks", "chữ ký điện tử", "xê ca ét", "xê ka ét", "xê kê ét"),
+    "chứng thư số": ("cts", "chứng thư", "chứng chỉ số", "xê tê ét"),
+    "mật khẩu": ("mk", "pass", "password", "pass word", "mật mã", "pát", "pát guốt", "pát xuốt", "pát quốt",
+                 "pas guốt", "pass guốt", "mật khẩu pass"),
+    "quên": ("không nhớ", "ko nhớ", "k nhớ", "hông nhớ", "hổng nhớ", "chẳng nhớ", "chả nhớ", "quên mất"),
+    "mã pin": ("mã bin", "mã pín", "mã pinh", "mã pin code", "mã binh", "mã bín", "mã pin cốt"),
+    "pin": ("pin code", "pincode", "pin cốt"),
     "smartca": ("smart ca", "smart c a", "smartcard", "smart card", "xì mát ca", "xờ mát ca", "sờ mát ca",
-                "smát ca", "xmart ca", "mát ca", "vnpt ca"),
-    "email": ("e mail", "mail", "gmail", "i meo", "i mêu", "e meo", "thư điện tử"),
-    "ios": ("iphone", "i phone", "ai phôn", "ai phone", "ipad", "ai ô ét", "ai ốt"),
-    "android": ("an đờ roi", "an droi", "adroid", "androi", "andoid", "anh đờ roi"),
-    "faceid": ("face id", "phây ai đi", "phây id"),
+                "smát ca", "xmart ca", "mát ca", "vnpt ca", "sờ mát xê a", "xờ mát xê a", "xì mát xê a",
+                "mát xê a", "smart xê a", "sờ mác xê a", "sờ mát xê ca", "vê en pê tê smartca",
+                "vê en pê tê sờ mát xê a", "vnpt smartca"),
+    "vnpt": ("vê en pê tê", "vê nờ pê tê", "vi en pi ti", "vê en pê"),
+    "email": ("e mail", "mail", "gmail", "i meo", "i mêu", "e meo", "thư điện tử", "y meo", "gờ meo", "ghi meo",
+              "meo", "mêu", "i mêu"),
+    "ios": ("iphone", "i phone", "ai phôn", "ai phone", "ipad", "ai ô ét", "ai ốt", "i ô ét", "ai ô ếch",
+            "ai pát", "ai pad", "ai phôn"),
+    "android": ("an đờ roi", "an droi", "adroid", "androi", "andoid", "anh đờ roi", "an roi", "en roi",
+                "ăn roi", "an rôi", "an đroi"),
+    "faceid": ("face id", "phây ai đi", "phây id", "phết ai đi", "phê ai đi", "phây ai di"),
+    "face recognize": ("phây rê cờ nai", "phây re co nai", "phây rê cô nai", "face nhận diện"),
     "wifi": ("wi fi", "oai phai", "wai phai", "quai phai", "wiffi"),
+    "root": ("rút", "rốt", "rut"),
+    "unroot": ("an rút", "ăn rút", "un root", "hủy rút"),
+    "jailbreak": ("jail break", "dên bờ rếch", "gien brếch", "giên bờ rây", "dên brếch", "giêu bờ rếch",
+                  "gian bờ rếch", "dên bờ rết", "bẻ khóa"),
+    "menu": ("mê nu", "me nu", "mê niu", "mơ nu"),
+    "link": ("đường lính", "đường linh", "lính kích hoạt", "linh kích hoạt", "lin kích hoạt"),
+    "otp": ("ô tê pê", "o tê pê", "ô tê bê"),
+    "usb token": ("usb tô ken", "u ét bê tô ken", "u xờ bê tô ken", "u ét bê token", "tô ken usb", "usb",
+                  "u ét bê"),
+    "token": ("tô ken", "tô kần", "tô kên"),
+    "google": ("gu gồ", "gú gồ", "gu gờ", "gồ gồ", "gu gồ", "gúc gồ"),
+    "play": ("pờ lây", "plây"),
+    "services": ("sơ vít", "xơ vi sờ", "sơ vi sét", "service"),
+    "internet": ("in tơ nét", "in tờ nét", "in ter net"),
+    "supersu": ("super su", "su pờ su", "xu pơ xu", "su pơ su"),
+    "vsmart": ("v smart", "vê sờ mát", "vi mát", "vê mát", "vê smart"),
+    "clone detection": ("cờ lôn đi tếch sần", "clôn đi téc sừn", "cờ lôn đi téc sần", "clone đi tếch sần"),
+    "reset": ("ri sét", "rì sét", "ri xét"),
     "thiết bị": ("điện thoại", "máy điện thoại", "đt", "đtdđ", "smartphone", "điện thoại di động"),
-    "kích hoạt": ("active", "activate", "kick hoạt"),
-    "website": ("web", "trang web", "trang mạng", "oép", "uép"),
+    "kích hoạt": ("active", "activate", "kick hoạt", "ác tị", "ác típ"),
+    "website": ("web", "trang web", "trang mạng", "oép", "uép", "oép sai", "guép sai", "web sai", "wép",
+                "guép", "oép xai"),
 }
+# Multi-syllable spellings matched fuzzily (by sound-alike key, one syllable may be missing) would also catch
+# ordinary words: these are matched exactly only.
+EXACT_ONLY = frozenset({"mật mã", "trang mạng", "chứng thư", "quên mất", "thư điện tử", "bẻ khóa", "hủy rút",
+                        "face nhận diện", "mật khẩu pass", "mát ca", "ác tị", "ác típ", "ko nhớ", "k nhớ"})
 # "áp" is "app" only when it is not part of áp dụng, áp lực, điện áp, huyết áp, ...
 _APP_RE = re.compile(
-    r"(?<!điện )(?<!huyết )(?<!cao )(?<!hạ )(?<!dien )(?<!huyet )(?<!\w)(?:apps?|áp|ap|ắp)"
-    r"(?! (?:dụng|lực|suất|đặt|giải|sát|chót|tải|dung|luc|suat|dat)(?!\w))(?!\w)"
+    r"(?<!điện )(?<!huyết )(?<!cao )(?<!hạ )(?<!dien )(?<!huyet )(?<!\w)(?:apps?|áp|ap|ắp|ép|éb|app)"
+    r"(?! (?:dụng|lực|suất|đặt|giải|sát|chót|tải|dung|luc|suat|dat|buộc|giá|cân|uổng|lòng)(?!\w))(?!\w)"
 )
 # "máy" alone is the caller's phone; not "máy tính", "máy in", ...
 _MAY_RE = re.compile(
@@ -123,6 +154,11 @@ def _strip_marks(text: str) -> str:
 
 
 _COMBINING_RE = re.compile(r"[\u0300-\u036f]")
+
+
+def strip_marks(text: str) -> str:
+    """``text`` without diacritics ("đ" -> "d"), nothing else changed (``fold`` = normalise, then this)."""
+    return _strip_marks(text)
 
 
 def is_folded(text: str) -> bool:
@@ -252,6 +288,53 @@ def _canonical_regex(folded: bool) -> tuple[re.Pattern, dict[str, str]]:
 
 _CANON_RE, _CANON_TABLE = _canonical_regex(folded=False)
 _FOLDED_CANON_RE, _FOLDED_CANON_TABLE = _canonical_regex(folded=True)
+
+
+@cache
+def _fuzzy_table() -> tuple[dict[tuple[str, ...], str], int]:
+    """Sound-alike keys of every multi-syllable form of ``CANONICAL`` -> its canonical form. A form of four
+    syllables or more also matches with one inner syllable missing ("sờ mát xê a" heard "sờ mát a")."""
+    from ivr.language.phonetic import key
+
+    exact: dict[tuple[str, ...], str] = {}
+    dropped: dict[tuple[str, ...], str] = {}
+    for canon, variants in CANONICAL.items():
+        for v in (canon, *variants):
+            words = v.split()
+            if len(words) < 2 or v in EXACT_ONLY or not all(w.isalpha() for w in words):
+                continue
+            k = tuple(key(w) for w in words)
+            exact.setdefault(k, canon)
+            if len(words) >= 4:
+                for i in range(1, len(words) - 1):
+                    dropped.setdefault(k[:i] + k[i + 1:], canon)
+    table = {**dropped, **exact}
+    return table, max(len(k) for k in table)
+
+
+def fuzzy_canonical(text: str) -> str:
+    """Multi-syllable spellings of ``CANONICAL`` recognised by sound: "pát guốc" -> "mật khẩu", "sờ mát sê
+    a" -> "smartca", "khôn nhớ" -> "quên" (tones, d/gi/r/v, s/x, ch/tr, n/l, n/ng, t/c confused)."""
+    from ivr.language.phonetic import key
+
+    table, longest = _fuzzy_table()
+    words = text.split()
+    keys = [key(w) for w in words]
+    out = []
+    i = 0
+    while i < len(words):
+        for n in range(min(longest, len(words) - i), 1, -1):
+            canon = table.get(tuple(keys[i:i + n]))
+            if canon is not None:
+                out.append(canon)
+                i += n
+                break
+        else:
+            out.append(words[i])
+            i += 1
+    return " ".join(out)
+
+
 _CKS_FOLDED_RE = re.compile(r"(?<!\w)chu (?:ky|ki) so(?!\w)")
 
 
@@ -277,6 +360,7 @@ def normalize(text: str) -> str:
     text = _SPACES_RE.sub(" ", text).strip()
     text = _APP_RE.sub("ứng dụng", text)
     text = _MAY_RE.sub("thiết bị", text)
+    text = fuzzy_canonical(text)
     text = _CANON_RE.sub(lambda m: _CANON_TABLE[m.group(1)], text)
     if unmarked:
         text = _FOLDED_CANON_RE.sub(lambda m: _FOLDED_CANON_TABLE[m.group(1)], text)

@@ -214,11 +214,21 @@ class Word:
 
 
 @dataclass(frozen=True)
+class Alternative:
+    """One hypothesis of the recogniser's n-best list (``alternatives`` in config/asr.yaml)."""
+
+    text: str
+    score: float  # Vosk's score of the hypothesis (higher is likelier; only differences mean something)
+    weight: float  # its share of the list: softmax of the scores, the weights of a list sum to 1
+
+
+@dataclass(frozen=True)
 class AsrEvent:
     kind: Literal["partial", "final"]
     text: str
     words: list[Word] = field(default_factory=list)
     confidence: float = 0.0  # final: mean word confidence; partial: 0.0 (not yet known)
+    alternatives: list[Alternative] = field(default_factory=list)  # final, when n-best is on: best first
 
 
 def _words(items: list[dict] | None) -> list[Word]:
@@ -237,9 +247,37 @@ def _words(items: list[dict] | None) -> list[Word]:
 
 def _final(raw: str) -> AsrEvent:
     data = json.loads(raw)
+    if "alternatives" in data:
+        return _final_nbest(data["alternatives"] or [])
     words = _words(data.get("result"))
     confidence = sum(w.conf for w in words) / len(words) if words else 0.0
     return AsrEvent("final", _nfc(data.get("text", "")).strip(), words, confidence)
+
+
+def _final_nbest(items: list[dict]) -> AsrEvent:
+    """A final result with an n-best list. Vosk then gives no word confidence: a word's confidence is the
+    weight of the hypotheses that have the same word at the same time."""
+    import math
+
+    items = [a for a in items if isinstance(a, dict)]
+    if not items:
+        return AsrEvent("final", "", [], 0.0, [])
+    scores = [float(a.get("confidence", 0.0)) for a in items]
+    top = max(scores)
+    exps = [math.exp(max(-50.0, sc - top)) for sc in scores]
+    total = sum(exps)
+    alternatives = [Alternative(_nfc(str(a.get("text", ""))).strip(), sc, e / total)
+                    for a, sc, e in zip(items, scores, exps, strict=True)]
+    spans = [{(str(w.get("word", "")), round(float(w.get("start", 0.0)), 1)) for w in a.get("result") or []}
+             for a in items]
+    words = []
+    for w in _words(items[0].get("result")):
+        key = (w.word, round(w.start, 1))
+        conf = sum(alt.weight for alt, span in zip(alternatives, spans, strict=True) if key in span)
+        words.append(Word(w.word, w.start, w.end, min(1.0, conf)))
+    confidence = sum(w.conf for w in words) / len(words) if words else 0.0
+    alternatives = [a for a in alternatives if a.text]
+    return AsrEvent("final", alternatives[0].text if alternatives else "", words, confidence, alternatives)
 
 
 # --------------------------------------------------------------------------------------------- recogniser
@@ -251,10 +289,12 @@ class Recognizer:
     ``phrases``: restrict recognition to these words/phrases (keypad-menu words, say), when the model
     supports a grammar (``grammar_active``); otherwise they are ignored and ``grammar_note`` says why.
     ``endpoint``: {mode, t_start_max, t_end, t_max}, applied only when vosk has the endpointer API.
+    ``alternatives``: length of the n-best list of a final result (0: none; default ``alternatives`` in
+    config/asr.yaml); final events then carry ``alternatives`` for the matcher to weigh together.
     """
 
     def __init__(self, model, input_rate: int, *, phrases: list[str] | None = None,
-                 endpoint: dict | None = None):
+                 endpoint: dict | None = None, alternatives: int | None = None):
         if not isinstance(input_rate, int) or input_rate < 1000:
             raise IvrError(f"input sample rate {input_rate!r} is not a usable rate",
                            "give the channel's real rate in Hz, e.g. 8000 or 16000")
@@ -263,6 +303,10 @@ class Recognizer:
         self.model_rate = int(getattr(model, "ivr_sample_rate", 16000))
         self.phrases = [_nfc(p).strip() for p in phrases] if phrases else None
         self.endpoint = endpoint
+        self.alternatives = max_alternatives() if alternatives is None else alternatives
+        if isinstance(self.alternatives, bool) or not isinstance(self.alternatives, int) or not 0 <= self.alternatives <= 20:
+            raise IvrError(f"n-best length {self.alternatives!r} is not a whole number between 0 and 20",
+                           "set 'alternatives' in config/asr.yaml to 0 (off) or a small number such as 3")
         self.grammar_active = False
         self.grammar_note = ""
         self.missing_words: list[str] = []
@@ -307,6 +351,8 @@ class Recognizer:
             self._rec = vosk.KaldiRecognizer(self.model, float(self.model_rate))
         self._rec.SetWords(True)
         self._rec.SetPartialWords(True)
+        if self.alternatives > 0:
+            self._rec.SetMaxAlternatives(self.alternatives)
         self._apply_endpoint()
         self._resampler = self._new_resampler()
         self._last_partial = ""
@@ -420,6 +466,15 @@ class Recognizer:
 def menu_phrases() -> list[str]:
     """The keypad-menu words from config/asr.yaml (NFC)."""
     return [_nfc(str(p)) for p in (settings().get("menu_phrases") or [])]
+
+
+def max_alternatives() -> int:
+    """``alternatives`` in config/asr.yaml: the n-best length (0 = off). A bad value is an ``IvrError``."""
+    value = settings().get("alternatives", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 20:
+        raise IvrError(f"config/asr.yaml: 'alternatives' must be a whole number between 0 and 20, not {value!r}",
+                       "write 0 (off) or a small number such as 3")
+    return value
 
 
 def endpoint_settings() -> dict:

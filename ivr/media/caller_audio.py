@@ -153,7 +153,8 @@ class CallerAudio:
         return [self._final(ev, t_end, wall, "recogniser")]
 
     def _final(self, ev, t_end: float, wall: float, end: str) -> SpeechFinal:
-        return SpeechFinal(ev.text, ev.confidence, t=t_end, end=end,
+        nbest = tuple((a.text, a.weight) for a in getattr(ev, "alternatives", None) or ())
+        return SpeechFinal(ev.text, ev.confidence, nbest, t=t_end, end=end,
                            decode_ms=round((time.perf_counter() - wall) * 1000, 2))
 
     def _asr_failed(self, t_end: float, exc: Exception) -> list[CallerEvent]:
