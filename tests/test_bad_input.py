@@ -324,7 +324,8 @@ def test_nested_dialogue_typo(home, capfd):
 
 def test_broken_match_settings_fail_faq_check_and_menu(home, capfd):
     path = home / "config" / "match.yaml"
-    line = edit(path, "margin: 0.06", "margin: lots")
+    old = next(ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.startswith("margin:"))
+    line = edit(path, old, "margin: lots")
     code, _, err = run(["check"], capfd)
     assert_clean_error(code, err, f"{path}, line {line}", "margin")
     for argv in (["faq", "check"], ["menu"]):

@@ -207,8 +207,10 @@ def test_rtp_flood_is_dropped_and_counted(server, client, factory):
     time.sleep(0.3)
     before = session.audio_frames
     t0 = time.monotonic()
-    for i in range(3000):
+    for i in range(3000):  # about 5000 packets a second: 33 times the allowed rate, in steps the socket's
         client.rtp.sendto(rtp.build_packet(0, i, 160 * i, 77, b"\x10" * 160), ("127.0.0.1", port))
+        if i % 50 == 49:  # receive buffer can hold on a busy machine (a kernel drop is no count of ours)
+            time.sleep(0.01)
     for i in range(5):
         client.rtp.sendto(rtp.build_packet(0, 4000 + i, 0, 77, b"\x10" * 4000), ("127.0.0.1", port))
     elapsed = time.monotonic() - t0
