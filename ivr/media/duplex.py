@@ -8,11 +8,16 @@ frame it played at the same time (silence when the IVR is quiet):
     # cleaned: goes to the VAD gate / recogniser instead of the raw frame
     # barge_in: True once per visitor utterance that interrupts the IVR -> stop the playout
 
-Barge-in needs three things: the VAD (ivr/media/vad.py) on the *cleaned* signal is inside an utterance,
-that utterance has had ``confirm_ms`` of speech-like frames (a residual echo blip of 60-120 ms right after a loud echo onset
-does not stop the IVR; a visitor's word does, 0.2 s into it), and the echo canceller has heard
-``warmup_s`` of loudspeaker audio (before that its filter has not converged and the IVR's own voice leaks
-through: until then the kiosk stays half-duplex while it speaks and for ``hold_s`` after, as it is today).
+Barge-in needs three things: the VAD (ivr/media/vad.py) on the *cleaned* signal is inside an utterance;
+that utterance has had ``confirm_ms`` of speech-like frames (a residual echo blip of 60-120 ms right after
+a loud echo onset does not stop the IVR, a visitor's word does, 0.2 s into it); and the echo canceller has
+heard ``warmup_s`` of loudspeaker audio (before that its filter has not converged and the IVR's own voice
+leaks through: until then the kiosk stays half-duplex while it speaks and for ``hold_s`` after, as today).
+
+"The loudspeaker frame played at the same time" matters: the sound card plays a block one period (plus
+its output latency) after it was handed over. The kiosk should pair each mic block with the speaker block
+the card was playing while recording it, and make ``tail_ms`` cover the card's input + output latency on
+top of the room's echo (the canceller learns any delay shorter than its tail).
 """
 
 from __future__ import annotations
@@ -24,8 +29,12 @@ from ivr.media.vad import Vad, VadSettings
 
 
 class DuplexMic:
+    """Echo canceller + VAD + barge-in rule for one microphone; one per kiosk for its whole run (the learnt
+    echo path is kept across visits). See the module notes."""
+
     def __init__(self, rate: int = 16000, *, tail_ms: float = 200.0, confirm_ms: float = 200.0,
-                 warmup_s: float = 3.0, hold_s: float = 0.5, vad: VadSettings | None = None, speaker_floor_dbfs: float = -50.0):
+                 warmup_s: float = 3.0, hold_s: float = 0.5, vad: VadSettings | None = None,
+                 speaker_floor_dbfs: float = -50.0):
         self.rate = rate
         self.frame = rate // 50
         self.aec = EchoCanceller(rate, self.frame, tail_ms)
