@@ -4,11 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-# Debian packages: the TTS engine, the sound-card library, sox for audio checks, multimon-ng for the
-# DTMF benchmark, sipp and baresip as real SIP peers in the tests, kamailio as the load balancer in front
-# of several `ivr serve` instances (deploy/kamailio, tested too), chromium (headless) to render the call
-# analytics page in the tests.
-APT_PACKAGES := espeak-ng libportaudio2 sox multimon-ng sip-tester kamailio chromium
+# Debian packages: the TTS engine, the sound-card library, the kiosk's echo canceller (SpeexDSP), sox for
+# audio checks, multimon-ng for the DTMF benchmark, sipp and baresip as real SIP peers in the tests,
+# kamailio as the load balancer in front of several `ivr serve` instances (deploy/kamailio, tested too),
+# chromium (headless) to render the call analytics page in the tests.
+APT_PACKAGES := espeak-ng libportaudio2 libspeexdsp1 sox multimon-ng sip-tester kamailio chromium
 APT_NORECOMMENDS := baresip-core
 # command or library that shows each package is there
 APT_CHECK := espeak-ng:espeak-ng sox:sox multimon-ng:multimon-ng sipp:sip-tester baresip:baresip-core kamailio:kamailio chromium:chromium
@@ -22,6 +22,7 @@ system:
 	for pair in $(APT_CHECK); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
 	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
 	ldconfig -p 2>/dev/null | grep -q libportaudio.so.2 || missing="$$missing libportaudio2"; \
+	ldconfig -p 2>/dev/null | grep -q libspeexdsp.so.1 || missing="$$missing libspeexdsp1"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \

