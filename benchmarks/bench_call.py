@@ -101,7 +101,7 @@ def spoken_call(res: Resources, speech: np.ndarray, voice_end: float, speak_at: 
     """One call in virtual time: silence, the question at ``speak_at`` s, silence until the reply sounds."""
     s = CallSession(res, call_id=call_id, sample_rate=RATE)
     s.start(0.0)
-    s.read_audio(FRAME, 0.0)
+    s.ivr_audio(FRAME, 0.0)
     start = int(round(speak_at * 50))
     clip = np.concatenate([speech, np.zeros((-len(speech)) % FRAME, np.int16)])
     end_t = speak_at + voice_end  # the caller's last voiced frame ends here (call time)
@@ -113,7 +113,7 @@ def spoken_call(res: Resources, speech: np.ndarray, voice_end: float, speak_at: 
         frame = clip[i:i + FRAME] if 0 <= i < len(clip) else np.zeros(FRAME, np.int16)
         s.feed_audio(frame, k * FRAME / RATE)
         k += 1
-        out = s.read_audio(FRAME, k * FRAME / RATE)
+        out = s.ivr_audio(FRAME, k * FRAME / RATE)
         reply = next((e for e in s.events if e["type"] == "play" and e.get("after") == "speech"), None)
         if reply is not None and np.any(out) and k * FRAME / RATE >= reply["t"]:
             reply_at = k * FRAME / RATE
