@@ -2,25 +2,95 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ivr.cli import main
 
-CASES = Path(__file__).parent / "conversations"
+REPO = Path(__file__).resolve().parent.parent
+CASES = REPO / "tests" / "conversations"
+FIXTURES = REPO / "tests" / "fixtures" / "conversations"
 
 
-def test_the_flow_cases_pass_and_junit_lists_them(tmp_path, capsys):
+def ivr_test(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``ivr test ARGS`` as a user runs it, from the repository root."""
+    return subprocess.run([sys.executable, "-m", "ivr", "test", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+
+
+def shipped_cases() -> dict[str, list[str]]:
+    """The case names of each shipped file, read straight from the YAML."""
+    return {f.name: [c["name"] for c in yaml.safe_load(f.read_text(encoding="utf-8"))]
+            for f in sorted(CASES.glob("*.yaml"))}
+
+
+def test_the_shipped_cases_pass_and_junit_lists_them(tmp_path):
     junit = tmp_path / "out.xml"
-    assert main(["test", str(CASES), "--junit", str(junit)]) == 0
-    out = capsys.readouterr().out
-    assert "-- 5 passed, 0 failed" in out
+    run = ivr_test("tests/conversations", "--junit", str(junit))
+    assert run.returncode == 0, run.stdout + run.stderr
+    files = shipped_cases()
+    n = sum(len(names) for names in files.values())
+    assert n >= 60 and len(files) >= 5
+    assert f"-- {n} passed, 0 failed\n" in run.stdout  # none skipped: the shipped cases need no model
+    assert run.stdout.count("PASS  ") == n and "FAIL" not in run.stdout
     root = ET.parse(junit).getroot()
+    assert (root.get("tests"), root.get("failures"), root.get("skipped")) == (str(n), "0", "0")
+    suites = {Path(s.get("name")).name: s for s in root.findall("testsuite")}
+    assert set(suites) == set(files)
+    for name, suite in suites.items():
+        assert suite.get("tests") == str(len(files[name])) and suite.get("failures") == "0"
+        assert [c.get("name") for c in suite.findall("testcase")] == files[name]
     cases = root.findall("./testsuite/testcase")
-    assert len(cases) == 5 and not root.findall(".//failure")
+    assert len(cases) == n and not root.findall(".//failure")
     assert {c.get("name") for c in cases} >= {"password topic by keys", "operator by key"}
+
+
+def test_the_shipped_cases_cover_every_answer_and_every_flow():
+    """What the suite must hold: each answer by voice and by keys, both ladders to their end, confirmation
+    yes and no (runner-up and topic menu), the operator by key and by voice, * and #, keys over the greeting."""
+    from ivr.channels.conversation import known_ids, load_cases
+    from ivr.channels.session import Resources
+
+    res = Resources.load(tts_rate=8000, speech=False)
+    faq_ids, prompt_ids = known_ids(res)
+    cases = [c for f in sorted(CASES.glob("*.yaml")) for c in load_cases(f, faq_ids, prompt_ids)]
+    by_voice, by_keys, prompts, keys = set(), set(), set(), set()
+    for case in cases:
+        kinds = {k for t in case.turns if t.caller for k in ("say", "keys", "silence", "audio") if k in t.caller}
+        spoken_confirm = None
+        for t in case.turns:
+            c, e = t.caller or {}, t.expect
+            p = e.get("prompt", [])
+            prompts |= set(p if isinstance(p, list) else [p])
+            keys |= set(c.get("keys", ""))
+            if "say" in c and "answer" in e:
+                by_voice.add(e["answer"])
+            if "say" in c and "confirm" in e:
+                spoken_confirm = e["confirm"]
+            elif "answer" in e and e["answer"] == spoken_confirm:
+                by_voice.add(e["answer"])  # a spoken question confirmed, then answered
+            if kinds == {"keys"} and "answer" in e:
+                by_keys.add(e["answer"])
+    assert by_voice == faq_ids and by_keys == faq_ids
+    assert {"no_input_3", "goodbye", "no_match_3", "operator", "invalid", "confirm", "confirm_other",
+            "topic_menu:password", "greet_short", "after_answer", "ask"} <= prompts
+    assert {"0", "*", "#", "1", "2", "9"} <= keys
+
+    def has(pred):
+        return any(pred(c) for c in cases)
+
+    assert has(lambda c: c.turns[0].caller and "keys" in c.turns[0].caller and c.turns[0].caller.get("barge_in"))
+    assert has(lambda c: any(t.caller and "say" in t.caller and t.expect.get("transfer") for t in c.turns))
+    assert has(lambda c: any(t.caller and t.caller.get("keys") == "0" and t.expect.get("transfer")
+                             for t in c.turns))
+    assert has(lambda c: [t.expect.get("hangup") for t in c.turns if t.caller and "silence" in t.caller][-1:]
+               == [True])
 
 
 def write(tmp_path: Path, text: str, name: str = "cases.yaml") -> Path:

@@ -26,8 +26,9 @@ turn: after the greeting and the menu); the input goes in, then the call runs on
 until the IVR listens again, hangs up or transfers the call (a transfer ends the call, as in ``ivr call``).
 ``barge_in: true`` in a caller turn makes the caller act over the IVR instead: as soon as the IVR starts
 speaking its response to the turn before (the first turn: over the greeting); the turn before is then
-checked on the events up to that moment. The call is a ``CallSession`` driven
-frame by frame exactly as ``ivr call`` drives it (``ivr.cli.call.simulate_call``): 20 ms frames of caller
+checked on the events up to that moment. A turn's expectations are checked on what the call did from its
+caller's input on (a first turn without a caller: the call's start, greeting and menu). The call is a
+``CallSession`` driven frame by frame exactly as ``ivr call`` drives it (``ivr.cli.call.simulate_call``): 20 ms frames of caller
 audio in, IVR audio read out, virtual time. Keys are real keypad tones (``ivr.media.dtmf.generate``) heard
 by the session's DTMF receiver.
 
@@ -60,6 +61,7 @@ EXPECT_KINDS = ("answer", "confirm", "prompt", "transfer", "hangup", "no_match")
 MAX_TURN_S = 180.0  # virtual seconds a turn may take before the case fails (an IVR that never listens)
 MAX_SILENCE_S = 120.0
 SAY_SECONDS_PER_WORD = 0.3
+END_OF_TURN_MARGIN_S = 0.5  # quiet after a recording beyond the caller-audio piece's end-of-turn time
 KEY_CHARS = set("0123456789*#ABCD")
 
 
@@ -221,7 +223,8 @@ def _turn(path: Path, where: str, j: int, raw: Any, faq_ids, prompt_ids) -> Turn
         unknown = [x for x in items if prompt_ids is not None and x not in prompt_ids]
         if unknown:
             raise IvrError(f"{where}: expect.prompt: unknown prompt id {unknown[0]!r}",
-                           "use the ids `ivr prompts script` lists (confirm, confirm_other, answer_intro without :id)")
+                           "use the ids `ivr prompts script` lists "
+                           "(confirm, confirm_other and answer_intro without :id)")
     for k in ("transfer", "hangup", "no_match"):
         if k in expect and not isinstance(expect[k], bool):
             raise IvrError(f"{where}: expect.{k}: {expect[k]!r} is not true or false", f"write {k}: true")
@@ -330,6 +333,13 @@ class ScriptedCall:
         if self.s.transfer_to is not None:
             self.transferred = True
 
+    def recording(self, audio: np.ndarray) -> None:
+        """The caller's recorded sound, then quiet long enough for the end of their turn: the caller-audio
+        piece takes the recogniser's final after ``speech_end_s`` of quiet (the IVR may be listening all
+        the while, so waiting for it alone would stop before the words are final)."""
+        self.feed(audio)
+        self.silence(self.s.caller.speech_end_s + END_OF_TURN_MARGIN_S)
+
     def keys(self, keys: str) -> None:
         from ivr.media.dtmf import generate
 
@@ -403,7 +413,8 @@ def run_case(case: Case, resources, log_dir=None) -> Result:
         for j, turn in enumerate(case.turns, 1):
             barge_next = j < len(case.turns) and bool((case.turns[j].caller or {}).get("barge_in"))
             if j == 1 and turn.caller is not None and not turn.caller.get("barge_in"):
-                call.settle()  # the caller waits for the greeting and the menu
+                call.settle()  # the caller waits for the greeting and the menu ...
+                start = len(call.s.events)  # ... and the turn is checked on what follows the caller's input
             if turn.caller is not None:
                 if call.over:
                     failures.append(f"turn {j}: the call is already over ({_describe(call.s.events[-8:])})")
@@ -416,7 +427,7 @@ def run_case(case: Case, resources, log_dir=None) -> Result:
                 elif "silence" in c:
                     call.silence(c["silence"])
                 else:
-                    call.feed(turn.audio)
+                    call.recording(turn.audio)
             if barge_next:
                 ok = call.until_speaking(start if j > 1 else 0)
             else:
