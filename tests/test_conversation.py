@@ -122,7 +122,9 @@ def test_a_wrong_expectation_fails_with_the_turn_and_what_happened(tmp_path, cap
     assert failure is not None and "expected answer 6" in failure.get("message")
 
 
-def test_spoken_turns_go_through_the_session_speech_path(tmp_path):
+def test_spoken_turns_reach_the_call_as_recognised_speech(tmp_path):
+    """A say turn is the recogniser's events sent into the Call: a partial as the caller starts (barge-in),
+    the final with its confidence when the words are done; no recogniser is faked."""
     from ivr.channels.conversation import load_cases, run_case
     from ivr.channels.session import Resources
 
@@ -139,6 +141,7 @@ def test_spoken_turns_go_through_the_session_speech_path(tmp_path):
     heard = [e for e in r.events if e["type"] == "heard"]
     assert heard and heard[0]["text"] == "Cách kiểm tra thời hạn chữ ký số?"
     assert heard[0]["confidence"] == 0.9  # the default confidence of a scripted utterance
+    assert heard[0]["end"] == "scripted" and "decode_ms" not in heard[0]  # no recogniser decoded it
     # it was said over the greeting: the partial result barged in, as a real recogniser's would
     assert any(e["type"] == "stop" and e.get("reason") == "barge_in" for e in r.events)
     greeting = next(e for e in r.events if e["type"] == "play" and e.get("prompt_id") == "greet_long")
