@@ -3,7 +3,7 @@
 - ``report``: ``calllog.report`` + the HTML page over N synthetic call logs (p50/p99 of repeats, MB of page).
 - ``metrics``: ``Metrics.observe`` per call-log record, over the records of real simulated calls.
 - ``recordings``: converting a 10 s 44.1 kHz stereo recording (cold) and fetching it again (warm).
-- ``ivr test``: the example conversation cases, virtual call seconds per wall second.
+- ``ivr test``: the shipped conversation cases (tests/conversations), virtual call seconds per wall second.
 
     .venv/bin/python benchmarks/bench_ops.py [--calls 2000]
 """
@@ -121,9 +121,9 @@ def bench_recordings() -> None:
 def bench_conversation(resources) -> None:
     from ivr.channels.conversation import known_ids, load_cases, run_case
 
-    f = Path(__file__).resolve().parent.parent / "tests" / "conversations" / "flows.yaml"
+    cases_dir = Path(__file__).resolve().parent.parent / "tests" / "conversations"
     faq_ids, prompt_ids = known_ids(resources)
-    cases = load_cases(f, faq_ids, prompt_ids)
+    cases = [c for f in sorted(cases_dir.glob("*.yaml")) for c in load_cases(f, faq_ids, prompt_ids)]
     run_case(cases[0], resources)  # warm the speech cache
     walls, virt = [], 0.0
     for case in cases:

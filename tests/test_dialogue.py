@@ -802,6 +802,23 @@ def test_prompt_texts_cover_what_the_dialogue_says(faq, matcher, prompts):
     assert said <= set(texts.values())
 
 
+
+def test_prompt_texts_hold_the_runner_up_question(prompts):
+    """"Hay quý khách muốn hỏi về ...?" is said after a "no": it is warmed and recordable like the rest."""
+    faq = _two_topics()
+    matcher = Matcher(faq)
+    call = new_call(faq, matcher, prompts)
+    texts = call.d.prompt_texts()
+    call.start()
+    call.finish()
+    call.say("mật khẩu đăng nhập ứng dụng")
+    call.finish()
+    actions = call.say("không phải")
+    assert prompt_ids(actions)[0] == "confirm_other"
+    assert plays(actions)[0].text in set(texts.values())
+    for entry in faq.entries:
+        assert f"confirm_other:{entry.id}" in texts
+
 # --- settings ---------------------------------------------------------------------------------------------------
 
 

@@ -26,15 +26,19 @@ turn: after the greeting and the menu); the input goes in, then the call runs on
 until the IVR listens again, hangs up or transfers the call (a transfer ends the call, as in ``ivr call``).
 ``barge_in: true`` in a caller turn makes the caller act over the IVR instead: as soon as the IVR starts
 speaking its response to the turn before (the first turn: over the greeting); the turn before is then
-checked on the events up to that moment. The call is a ``CallSession`` driven
-frame by frame exactly as ``ivr call`` drives it (``ivr.cli.call.simulate_call``): 20 ms frames of caller
+checked on the events up to that moment. A turn's expectations are checked on what the call did from its
+caller's input on (a first turn without a caller: the call's start, greeting and menu). The call is a
+``CallSession`` driven frame by frame exactly as ``ivr call`` drives it (``ivr.cli.call.simulate_call``): 20 ms frames of caller
 audio in, IVR audio read out, virtual time. Keys are real keypad tones (``ivr.media.dtmf.generate``) heard
 by the session's DTMF receiver.
 
-Speech: ``say`` turns go through the session's speech path (partial result -> barge-in, final result ->
-the dialogue) from a ``ScriptedRecognizer``, a FAKE recogniser that "hears" the case's words: no Vietnamese
-Vosk model can exist on this machine, and a test case is about the call flow, not the recogniser. ``audio``
-turns go through the session's real recogniser when a model is loaded (``--model``), else keys only.
+Speech: a ``say`` turn is taken as recognised speech: the typed events a recogniser would give go into the
+call (``SpeechPartial`` when the caller starts: a barge-in over a prompt; ``SpeechFinal(text, confidence)``
+when the words are done, ``SAY_SECONDS_PER_WORD`` later), and the caller's line is quiet meanwhile. No
+recogniser is faked: a case is about the call flow, and no Vietnamese Vosk model can exist on this machine.
+``audio`` turns are the caller's own sound, frame by frame through the session (keypad tones to its DTMF
+receiver, speech to its real recogniser); a case with an ``audio`` turn needs a speech model and is skipped,
+with the reason, when none is installed (``--model`` chooses one).
 
 A malformed file is an ``IvrError`` naming the file, the case and the field (``ivr test`` exits 2).
 """
@@ -57,7 +61,7 @@ EXPECT_KINDS = ("answer", "confirm", "prompt", "transfer", "hangup", "no_match")
 MAX_TURN_S = 180.0  # virtual seconds a turn may take before the case fails (an IVR that never listens)
 MAX_SILENCE_S = 120.0
 SAY_SECONDS_PER_WORD = 0.3
-SPEECH_LEVEL_DBFS = -30.0  # the caller's "voice" while a scripted utterance is spoken (noise at this level)
+END_OF_TURN_MARGIN_S = 0.5  # quiet after a recording beyond the caller-audio piece's end-of-turn time
 KEY_CHARS = set("0123456789*#ABCD")
 
 
@@ -74,6 +78,11 @@ class Case:
     file: Path
     turns: list[Turn]
 
+    @property
+    def needs_speech(self) -> bool:
+        """An ``audio`` turn: the caller's sound goes through the recogniser, so the case needs a model."""
+        return any(t.audio is not None for t in self.turns)
+
 
 @dataclass
 class Result:
@@ -83,6 +92,11 @@ class Result:
     call_seconds: float = 0.0
     wall_seconds: float = 0.0
     events: list[dict] = field(default_factory=list)
+    skipped: str = ""  # why the case did not run (no speech model for its audio turns)
+
+    @property
+    def failed(self) -> bool:
+        return not self.passed and not self.skipped
 
 
 # --- loading ------------------------------------------------------------------------------------------------
@@ -209,7 +223,8 @@ def _turn(path: Path, where: str, j: int, raw: Any, faq_ids, prompt_ids) -> Turn
         unknown = [x for x in items if prompt_ids is not None and x not in prompt_ids]
         if unknown:
             raise IvrError(f"{where}: expect.prompt: unknown prompt id {unknown[0]!r}",
-                           "use the ids `ivr prompts script` lists (confirm and answer_intro without :id)")
+                           "use the ids `ivr prompts script` lists "
+                           "(confirm, confirm_other and answer_intro without :id)")
     for k in ("transfer", "hangup", "no_match"):
         if k in expect and not isinstance(expect[k], bool):
             raise IvrError(f"{where}: expect.{k}: {expect[k]!r} is not true or false", f"write {k}: true")
@@ -223,48 +238,10 @@ def known_ids(resources) -> tuple[set[int], set[str]]:
     from ivr.channels.voice import catalogue
 
     texts, _ = catalogue(resources)
-    prompts = {i for i in texts if not i.startswith("faq_")} | {"confirm", "answer_intro"}
+    per_entry = ("confirm", "confirm_other", "answer_intro")  # played as "confirm", catalogued as "confirm:7"
+    prompts = {i for i in texts if not i.startswith("faq_") and i.split(":")[0] not in per_entry}
+    prompts |= set(per_entry)
     return {e.id for e in resources.faq.entries}, prompts
-
-
-# --- the fake recogniser ------------------------------------------------------------------------------------
-
-
-class ScriptedRecognizer:
-    """FAKE recogniser standing in for a Vietnamese Vosk model (none can exist here): it 'hears' ``text``.
-
-    Through the session's real speech path: a partial result on the first frame (barge-in), the final with
-    ``confidence`` on frame ``frames``; ``finish`` gives the final if it was not given yet."""
-
-    def __init__(self, text: str, confidence: float, frames: int):
-        from ivr.media.asr import AsrEvent
-
-        self._event = AsrEvent
-        self.text = text
-        self.confidence = confidence
-        self.frames = max(2, frames)
-        self.n = 0
-        self.done = False
-
-    def feed(self, samples):
-        if self.done:
-            return None
-        self.n += 1
-        if self.n == 1:
-            return self._event("partial", self.text)
-        if self.n >= self.frames:
-            self.done = True
-            return self._event("final", self.text, confidence=self.confidence)
-        return None
-
-    def finish(self):
-        if self.done:
-            return self._event("final", "", confidence=0.0)
-        self.done = True
-        return self._event("final", self.text, confidence=self.confidence)
-
-    def reset(self) -> None:
-        pass
 
 
 # --- running ------------------------------------------------------------------------------------------------
@@ -279,7 +256,6 @@ class ScriptedCall:
         self.s = CallSession(resources, call_id=call_id, sample_rate=RATE, log_dir=log_dir, channel="test")
         self.k = 0
         self.transferred = False
-        self.rng = np.random.default_rng(1)
         self.s.start(0.0)
         self.s.ivr_audio(FRAME, 0.0)
 
@@ -334,18 +310,35 @@ class ScriptedCall:
         return True
 
     def say(self, text: str, confidence: float) -> None:
-        words = len(text.split())
-        frames = int(max(0.6, words * SAY_SECONDS_PER_WORD) * 50)
-        real = self.s.caller.recognizer
-        self.s.caller.recognizer = ScriptedRecognizer(text, confidence, frames)
-        amp = 32768 * 10 ** (SPEECH_LEVEL_DBFS / 20) * np.sqrt(2)
-        try:
-            for _ in range(frames):
-                if self.over:
-                    break
-                self.step((amp * self.rng.uniform(-1, 1, FRAME)).astype(np.int16))
-        finally:
-            self.s.caller.recognizer = real
+        """The caller says ``text``, taken as recognised speech: the events a recogniser gives go into the
+        call (``SpeechPartial`` as the caller starts: it barges in; ``SpeechFinal`` with ``confidence`` when
+        the words are done), while the call runs on for as long as the words take to say."""
+        from ivr.core.events import SpeechFinal, SpeechPartial
+
+        frames = int(max(0.6, len(text.split()) * SAY_SECONDS_PER_WORD) * 50)
+        self.speech(SpeechPartial(text, t=self.t))
+        silence = np.zeros(FRAME, np.int16)
+        for _ in range(frames):
+            if self.over:
+                return
+            self.step(silence)
+        self.speech(SpeechFinal(text, confidence, t=self.t, end="scripted"))
+
+    def speech(self, event) -> None:
+        """A recogniser's result, sent into the call between two frames (as the session sends its own)."""
+        if self.over:
+            return
+        self.s.call.send(event)
+        self.s.tick(self.t)
+        if self.s.transfer_to is not None:
+            self.transferred = True
+
+    def recording(self, audio: np.ndarray) -> None:
+        """The caller's recorded sound, then quiet long enough for the end of their turn: the caller-audio
+        piece takes the recogniser's final after ``speech_end_s`` of quiet (the IVR may be listening all
+        the while, so waiting for it alone would stop before the words are final)."""
+        self.feed(audio)
+        self.silence(self.s.caller.speech_end_s + END_OF_TURN_MARGIN_S)
 
     def keys(self, keys: str) -> None:
         from ivr.media.dtmf import generate
@@ -380,7 +373,19 @@ def _describe(events: list[dict]) -> str:
     for kind in ("no_match", "no_input", "invalid", "transfer", "hangup", "error"):
         if any(e["type"] == kind for e in events):
             bits.append(kind)
+    for m in (e for e in events if e["type"] == "match"):  # why a question got what it got
+        bits.append(f"the matcher said {m.get('decision')} {m.get('faq_id')} (score {m.get('score')}, "
+                    f"candidates {m.get('candidates')})")
     return "; ".join(bits)
+
+
+def _caller(caller: dict[str, Any] | None) -> str:
+    """A caller turn as the case file writes it: ``keys "9"``, ``say "..."``, ``silence 8``."""
+    if not caller:
+        return "the call's start"
+    kind = next(k for k in CALLER_KINDS if k in caller)
+    value = caller[kind]
+    return f'{kind} "{value}"' if isinstance(value, str) else f"{kind} {value}"
 
 
 def check(expect: dict[str, Any], events: list[dict]) -> list[str]:
@@ -405,9 +410,13 @@ def check(expect: dict[str, Any], events: list[dict]) -> list[str]:
 
 
 def run_case(case: Case, resources, log_dir=None) -> Result:
-    """Run one case; a failing turn ends it (the later turns would not be meaningful)."""
+    """Run one case; a failing turn ends it (the later turns would not be meaningful). A case with an
+    ``audio`` turn is skipped, with the reason, when ``resources`` has no speech model."""
     import uuid
 
+    if case.needs_speech and resources.model is None:
+        why = resources.speech_note or "no speech model is loaded"
+        return Result(case, False, skipped=f"its audio turns go through the recogniser, and {why}")
     wall = time.perf_counter()
     call = ScriptedCall(resources, f"test-{uuid.uuid4().hex[:8]}", log_dir)
     failures: list[str] = []
@@ -416,7 +425,8 @@ def run_case(case: Case, resources, log_dir=None) -> Result:
         for j, turn in enumerate(case.turns, 1):
             barge_next = j < len(case.turns) and bool((case.turns[j].caller or {}).get("barge_in"))
             if j == 1 and turn.caller is not None and not turn.caller.get("barge_in"):
-                call.settle()  # the caller waits for the greeting and the menu
+                call.settle()  # the caller waits for the greeting and the menu ...
+                start = len(call.s.events)  # ... and the turn is checked on what follows the caller's input
             if turn.caller is not None:
                 if call.over:
                     failures.append(f"turn {j}: the call is already over ({_describe(call.s.events[-8:])})")
@@ -429,7 +439,7 @@ def run_case(case: Case, resources, log_dir=None) -> Result:
                 elif "silence" in c:
                     call.silence(c["silence"])
                 else:
-                    call.feed(turn.audio)
+                    call.recording(turn.audio)
             if barge_next:
                 ok = call.until_speaking(start if j > 1 else 0)
             else:
@@ -441,7 +451,8 @@ def run_case(case: Case, resources, log_dir=None) -> Result:
             start = len(call.s.events)
             problems = check(turn.expect, events)
             if problems:
-                failures.append(f"turn {j}: {'; '.join(problems)} — {_describe(events)}")
+                failures.append(f"turn {j}: {'; '.join(problems)} — after {_caller(turn.caller)}, "
+                                f"{_describe(events)}")
                 break
     except Exception as exc:  # a crash in the call flow is a failure of the case, not of the runner
         failures.append(f"the call flow raised {type(exc).__name__}: {exc}")
@@ -452,21 +463,27 @@ def run_case(case: Case, resources, log_dir=None) -> Result:
 
 
 def junit_xml(results: list[Result]) -> str:
-    """JUnit XML: one testsuite per file, one testcase per case."""
+    """JUnit XML: one testsuite per file, one testcase per case (a ``failure`` or ``skipped`` in it)."""
     import xml.etree.ElementTree as ET
 
     root = ET.Element("testsuites", name="ivr test", tests=str(len(results)),
-                      failures=str(sum(not r.passed for r in results)))
+                      failures=str(sum(r.failed for r in results)), errors="0",
+                      skipped=str(sum(bool(r.skipped) for r in results)),
+                      time=f"{sum(r.wall_seconds for r in results):.3f}")
     by_file: dict[Path, list[Result]] = {}
     for r in results:
         by_file.setdefault(r.case.file, []).append(r)
     for path, rs in by_file.items():
         suite = ET.SubElement(root, "testsuite", name=str(path), tests=str(len(rs)),
-                              failures=str(sum(not r.passed for r in rs)), errors="0",
+                              failures=str(sum(r.failed for r in rs)), errors="0",
+                              skipped=str(sum(bool(r.skipped) for r in rs)),
                               time=f"{sum(r.wall_seconds for r in rs):.3f}")
         for r in rs:
             tc = ET.SubElement(suite, "testcase", classname=path.stem, name=r.case.name, time=f"{r.wall_seconds:.3f}")
-            if not r.passed:
+            if r.skipped:
+                ET.SubElement(tc, "skipped", message=r.skipped[:300])
+                continue
+            if r.failed:
                 f = ET.SubElement(tc, "failure", message=r.failures[0][:300], type="ConversationMismatch")
                 f.text = "\n".join(r.failures)
             out = ET.SubElement(tc, "system-out")

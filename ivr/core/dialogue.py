@@ -652,6 +652,7 @@ class Dialogue:
         for entry in self.faq.entries:
             summary = p.summary(entry)
             texts[f"confirm:{entry.id}"] = p.text("confirm", summary=summary)
+            texts[f"confirm_other:{entry.id}"] = p.text("confirm_other", summary=summary)
             texts[f"answer_intro:{entry.id}"] = p.text("answer_intro", summary=summary)
         return texts
 
