@@ -47,6 +47,19 @@ def test_lines_are_flushed_as_written_and_key_runs_masked(tmp_path):
     assert "0912345678" not in log.path.read_text(encoding="utf-8")
 
 
+def test_the_start_time_is_kept_while_a_typed_number_is_masked(tmp_path):
+    """The header's wall-clock "at" is the log's own record (calls per hour read it), never a caller's digits;
+    a caller's number in the same log is still masked."""
+    from datetime import datetime
+
+    log = CallLog(tmp_path, "call-at")
+    log.write({"t": 1.0, "type": "no_match", "text": "số căn cước 001203004567"})
+    log.close()
+    header, rec = read_log(log.path)[:2]
+    assert datetime.fromisoformat(header["at"]).year >= 2024
+    assert "001203004567" not in rec["text"] and MASK in rec["text"]
+
+
 def test_unwritable_log_dir_is_a_clear_error(tmp_path):
     from ivr.errors import IvrError
 

@@ -29,7 +29,7 @@ _KEY_DIGIT_RE = re.compile(r"[0-9]")
 
 # Fields that identify the call or the record, never what a caller said or typed: kept as they are so a
 # log can be matched to a SIP trace (Call-ID) or an Asterisk channel (AudioSocket UUID).
-UNMASKED_FIELDS = frozenset({"call_id", "channel", "type"})
+UNMASKED_FIELDS = frozenset({"call_id", "channel", "type", "at"})  # "at": the wall-clock start the log writes
 
 
 def mask_text(text: str) -> str:
