@@ -38,6 +38,7 @@ from ivr.language.match import Candidate, Matcher, MatchResult  # noqa: E402
 
 SETS = {
     "dev": ROOT / "tests" / "data" / "eval_questions.yaml",
+    "long": ROOT / "tests" / "data" / "eval_questions_long.yaml",
     "fresh": ROOT / "tests" / "data" / "eval_questions_fresh.yaml",
     "callers": ROOT / "tests" / "data" / "eval_callers.yaml",
 }
@@ -161,7 +162,7 @@ def calibrate(system: Baseline, items) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sets", default="dev,fresh,callers")
+    ap.add_argument("--sets", default="dev,long,fresh,callers")
     ap.add_argument("--noise", default="clean,0,0.1,0.2,0.3")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
