@@ -32,6 +32,8 @@ from ivr.content.faq import Faq, load_faq  # noqa: E402
 from ivr.language.match import Matcher  # noqa: E402
 
 DEV = ROOT / "tests" / "data" / "eval_questions.yaml"
+# long chatty questions and out-of-scope questions sharing the FAQ's words (written for tuning, too)
+DEV_LONG = ROOT / "tests" / "data" / "eval_questions_long.yaml"
 
 
 def load_questions(path: Path) -> list[tuple[str, int | None]]:
@@ -86,17 +88,17 @@ def tuning_figures(faq: Faq, settings: dict, dev) -> tuple[dict, dict]:
     return (evaluate([(m, t, i) for t, i in dev]), evaluate(leave_one_out(faq, settings)))
 
 
-SCORING = {"near_word_weight": [0.5], "sound_factor": [1.0], "unknown_word_weight": [0.8],
+SCORING = {"unmatched_cap": [0.0, 4.0], "near_word_weight": [0.5], "sound_factor": [1.0], "unknown_word_weight": [0.8],
            "out_of_scope_word_factor": [0.7], "out_of_scope_floor": [0.25]}
 DECISION = {
     "answer_threshold": [0.5, 0.6],
     "margin": [0.2, 0.3],
-    "answer_lead_threshold": [0.3, 0.35, 1.01],
-    "answer_lead_ratio": [2.0, 3.0, 4.0],
+    "answer_lead_threshold": [0.35, 0.45, 1.01],
+    "answer_lead_ratio": [2.0, 2.5, 3.0],
     "confirm_threshold": [0.3, 0.35],
     "lead_threshold": [0.25],
     "lead_ratio": [1.5, 1.8],
-    "out_of_scope_margin": [-0.05, 0.0, 0.05],
+    "out_of_scope_margin": [0.0, 0.05],
 }
 # tuning data under recognition errors: the dev set and the left-out paraphrases through the noise channel at
 # these syllable error rates, with seeds that the reports (ivr eval, benchmarks, tests: seed 0) never use
@@ -167,8 +169,8 @@ def grid(faq: Faq, base: dict, dev) -> None:
         for dv in itertools.product(*DECISION.values()):
             s = {**s0, **dict(zip(DECISION, dv, strict=True))}
             c, n = _figures(clean, s), _figures(noisy, s)
-            # at most one wrong outright answer in 300 on clean text, in 500 under recognition errors
-            ok = c["top1"] >= 0.95 and c["wrong_rate"] <= 0.003 and n["wrong_rate"] <= 0.002 and n["ood_reject"] >= 0.9
+            # at most one wrong outright answer in 300 (clean text, and under recognition errors)
+            ok = c["top1"] >= 0.95 and c["wrong_rate"] <= 0.003 and n["wrong_rate"] <= 0.003 and n["ood_reject"] >= 0.9
             # a reject costs a rephrase, a wrong confirm one "không", a wrong answer the caller's trust
             score = (c["top1"] + 2 * n["top1"] + 0.5 * (c["answered"] + n["answered"])
                      + c["ood_reject"] + n["ood_reject"] - 10 * (c["wrong_rate"] + n["wrong_rate"]))
@@ -188,7 +190,7 @@ def main() -> int:
     args = ap.parse_args()
     faq = load_faq()
     settings = config.load("match")
-    dev = load_questions(DEV)
+    dev = load_questions(DEV) + load_questions(DEV_LONG)
     if args.grid:
         grid(faq, settings, dev)
         print()

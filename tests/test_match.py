@@ -116,14 +116,34 @@ def test_a_clear_leader_over_the_margin_is_answered():
 def test_a_clearly_leading_entry_is_confirmed_not_rejected(faq):
     # a long chatty sentence: many words the FAQ never uses, so a moderate score, but far ahead of the rest
     text = "dạ điện thoại cũ của em bị mất cắp rồi em mua máy mới thì kích hoạt lại tài khoản kiểu gì chị"
+    # (scored without unmatched_cap, so that the sentence's length dilutes its score)
     m = Matcher(faq, {**config.load("match"), "confirm_threshold": 0.48, "lead_threshold": 0.3, "lead_ratio": 1.5,
-                      "answer_lead_threshold": 1.01})
+                      "answer_lead_threshold": 1.01, "unmatched_cap": 0.0})
     top, runner_up = m.scores(text)[:2]
     assert top.faq_id == 3 and top.score < m.confirm_threshold, top
     assert top.score >= m.lead_threshold and top.score >= m.lead_ratio * runner_up.score
     assert m.match(text).decision == "confirm" and m.match(text).faq_id == 3
     no_lead = Matcher(faq, {**m.settings, "lead_ratio": 1e9})
     assert no_lead.match(text).decision == "reject"
+
+
+def test_a_long_chatty_question_is_scored_by_its_best_matching_content(faq):
+    """The caller's words a phrasing leaves unexplained saturate (unmatched_cap): a rambling question keeps the
+    score of what it asks, while a short question scores as before."""
+    chatty = ("chị ơi cho em hỏi là hôm qua em mới đổi điện thoại mới xong giờ em không đăng nhập được vào cái "
+              "app ký số nữa thì phải làm sao")
+    short = "quên mã pin thì làm sao"
+    settings = config.load("match")
+    capped = Matcher(faq, {**settings, "unmatched_cap": 4.0})
+    diluted = Matcher(faq, {**settings, "unmatched_cap": 0.0})
+    top, runner_up = capped.scores(chatty)[:2]
+    assert top.faq_id == 3 and top.score > 1.4 * runner_up.score, (top, runner_up)
+    assert top.score > diluted.scores(chatty)[0].score + 0.1
+    assert capped.match(chatty).decision != "reject" and capped.match(chatty).faq_id == 3
+    assert abs(capped.scores(short)[0].score - diluted.scores(short)[0].score) < 0.05
+    # an unrelated long question still shares too little with any entry to be taken
+    unrelated = "alo chị ơi cho em hỏi là nhà em ở quận ba mấy hôm nay trời mưa to quá thì có sao không"
+    assert capped.match(unrelated).decision == "reject"
 
 
 def test_out_of_scope_phrasings_reject_what_the_line_does_not_handle(tmp_path):

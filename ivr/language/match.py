@@ -59,6 +59,7 @@ DEFAULTS = {
     "answer_lead_threshold": 1.01,  # a far-leading entry scoring at least this is answered outright ...
     "answer_lead_ratio": 1e9,  # ... when it scores at least this many times the runner-up
     "unknown_cap": 0.0,  # > 0: unknown caller words saturate at this many words (long chatty sentences)
+    "unmatched_cap": 0.0,  # > 0: caller weight a phrasing leaves unmatched saturates at this many words
     "out_of_scope_margin": 0.0,  # rejected as out of scope when an out-of-scope phrasing scores >= top - this
     "out_of_scope_word_factor": 1.0,  # entry scores factor when the caller uses a word only out-of-scope
     "out_of_scope_floor": 0.25,  # ... phrasings use ("wifi", "token") and one of them scores at least this
@@ -82,7 +83,7 @@ DEFAULTS = {
 _RANGES = {
     "answer_threshold": (0.0, 1.01), "confirm_threshold": (0.0, 1.01), "margin": (0.0, 1.0),
     "lead_threshold": (0.0, 1.01), "lead_ratio": (1.0, 1e9), "answer_lead_threshold": (0.0, 1.01),
-    "answer_lead_ratio": (1.0, 1e9), "unknown_cap": (0.0, 100.0),
+    "answer_lead_ratio": (1.0, 1e9), "unknown_cap": (0.0, 100.0), "unmatched_cap": (0.0, 100.0),
     "out_of_scope_margin": (-1.0, 1.0), "out_of_scope_word_factor": (0.0, 1.0), "out_of_scope_floor": (0.0, 1.0),
     "overlap_weight": (0.0, 1.0), "caller_coverage_beta": (0.01, 100.0),
     "unknown_word_weight": (0.0, 100.0), "near_word_weight": (0.0, 1.0), "fold_factor": (0.0, 1.0),
@@ -312,10 +313,17 @@ class Matcher:
         w_overlap = float(s["overlap_weight"])
         gate = float(s["fuzzy_gate"])
         tau = float(s["evidence_scale"]) * corpus.scale
+        # the caller's words a phrasing does not explain count against it, but a long chatty question is not
+        # scored by its length: the unexplained weight saturates (cap * (1 - exp(-unexplained / cap)))
+        cap = float(s["unmatched_cap"]) * corpus.scale
         out = {}
         for i in idx:
             inter = overlaps[i]
-            cq = inter / q_size
+            if cap > 0:
+                rest = max(0.0, q_size - inter)
+                cq = inter / (inter + cap * (1.0 - math.exp(-rest / cap))) if inter else 0.0
+            else:
+                cq = inter / q_size
             cp = inter / corpus.sizes[i] if corpus.sizes[i] else 0.0
             f = (1 + beta2) * cq * cp / (beta2 * cp + cq) if inter else 0.0
             fuzzy = (0.5 * set_r[i] + 0.5 * sort_r[i]) / 100.0
