@@ -171,6 +171,33 @@ def test_out_of_scope_phrasings_reject_what_the_line_does_not_handle(tmp_path):
     assert (ok.decision, ok.faq_id, ok.out_of_scope) == ("answer", 1, False), ok
 
 
+def test_an_entry_nearly_as_close_to_another_service_is_confirmed_not_answered():
+    """answer_out_of_scope_gap: a wrong answer read out is the costliest mistake, so a question that names
+    another service and whose best out-of-scope phrasing scores within the gap of the best entry is confirmed,
+    never answered outright. Without such a word the gap does not apply."""
+    faq = two_entry_faq("Quên mật khẩu thì làm sao?", "Gia hạn chứng thư số ở đâu?")
+    base = {"answer_threshold": 0.5, "margin": 0.2, "answer_lead_threshold": 0.35, "answer_lead_ratio": 2.5,
+            "confirm_threshold": 0.3, "out_of_scope_margin": 0.0}
+    cands = [Candidate(1, 0.7), Candidate(2, 0.1)]
+    guarded = Matcher(faq, {**base, "answer_out_of_scope_gap": 0.2})
+    named = guarded._decide(cands, 0.6, named=True)
+    assert (named.decision, named.faq_id, named.names_other_service) == ("confirm", 1, True)
+    assert guarded._decide(cands, 0.45, named=True).decision == "answer"
+    assert guarded._decide(cands, 0.6, named=False).decision == "answer"
+    assert guarded._decide(cands, 0.75, named=True).decision == "reject"  # closer to the other service
+    # the far-leading rule is guarded too
+    lead = [Candidate(1, 0.45), Candidate(2, 0.1)]
+    assert guarded._decide(lead, 0.3).decision == "confirm" and guarded._decide(lead, 0.2).decision == "answer"
+    unguarded = Matcher(faq, {**base, "answer_out_of_scope_gap": 0.0})
+    assert unguarded._decide(cands, 0.6).decision == "answer"
+
+
+def test_naming_another_service_is_reported(faq):
+    m = Matcher(faq)
+    assert m.match("quên mã pin usb token").names_other_service
+    assert not m.match("quên mã pin thì làm sao").names_other_service
+
+
 def test_a_word_only_out_of_scope_phrasings_use_lowers_every_entry(tmp_path):
     (tmp_path / "a.yaml").write_text(
         "topics:\n  - id: t\n    label: T\nentries:\n"
