@@ -50,7 +50,7 @@ def leave_one_out(faq: Faq, settings: dict) -> list[tuple[Matcher, str, int]]:
     for k in range(folds):
         entries = [dataclasses.replace(e, paraphrases=tuple(p for i, p in enumerate(e.paraphrases) if i != k))
                    for e in faq.entries]
-        m = Matcher(Faq(topics=list(faq.topics), entries=entries), settings)
+        m = Matcher(Faq(topics=list(faq.topics), entries=entries, out_of_scope=list(faq.out_of_scope)), settings)
         out += [(m, e.paraphrases[k], e.id) for e in faq.entries if k < len(e.paraphrases)]
     return out
 
