@@ -184,6 +184,9 @@ def test_an_entry_nearly_as_close_to_another_service_is_confirmed_not_answered()
     assert (named.decision, named.faq_id, named.names_other_service) == ("confirm", 1, True)
     assert guarded._decide(cands, 0.45, named=True).decision == "answer"
     assert guarded._decide(cands, 0.6, named=False).decision == "answer"
+    narrow = Matcher(faq, {**base, "answer_out_of_scope_gap": 0.2, "answer_out_of_scope_gap_unnamed": 0.08})
+    assert narrow._decide(cands, 0.6, named=False).decision == "answer"
+    assert narrow._decide(cands, 0.65, named=False).decision == "confirm"
     assert guarded._decide(cands, 0.75, named=True).decision == "reject"  # closer to the other service
     # the far-leading rule is guarded too
     lead = [Candidate(1, 0.45), Candidate(2, 0.1)]
@@ -196,6 +199,15 @@ def test_naming_another_service_is_reported(faq):
     m = Matcher(faq)
     assert m.match("quên mã pin usb token").names_other_service
     assert not m.match("quên mã pin thì làm sao").names_other_service
+
+
+@pytest.mark.parametrize("text,faq_id", [("quên mật khẩu", 9), ("tôi quên mật khẩu thì làm sao", 9),
+                                         ("đổi mật khẩu", 6), ("quên mã pin", 3)])
+def test_plain_questions_near_an_out_of_scope_phrasing_are_still_answered(faq, text, faq_id):
+    # "quên mật khẩu wifi nhà", "đổi mật khẩu wifi", "quên mã pin usb token" are out of scope; the plain
+    # questions are not, and are answered with the shipped settings
+    r = Matcher(faq).match(text)
+    assert (r.decision, r.faq_id) == ("answer", faq_id), r
 
 
 def test_a_word_only_out_of_scope_phrasings_use_lowers_every_entry(tmp_path):

@@ -63,6 +63,7 @@ DEFAULTS = {
     "unmatched_cap": 0.0,  # > 0: caller weight a phrasing leaves unmatched saturates at this many words
     "out_of_scope_margin": 0.0,  # rejected as out of scope when an out-of-scope phrasing scores >= top - this
     "answer_out_of_scope_gap": 0.0,  # answered outright only when the best out-of-scope phrasing scores <= top - this
+    "answer_out_of_scope_gap_unnamed": 0.0,  # ... this, when the caller names no other service
     "out_of_scope_word_factor": 1.0,  # entry scores factor when the caller uses a word only out-of-scope
     "out_of_scope_floor": 0.25,  # ... phrasings use ("wifi", "token") and one of them scores at least this
     "overlap_weight": 0.7,  # share of the weighted word overlap in a phrasing's score (rest: fuzzy)
@@ -86,7 +87,8 @@ _RANGES = {
     "answer_threshold": (0.0, 1.01), "confirm_threshold": (0.0, 1.01), "margin": (0.0, 1.0),
     "lead_threshold": (0.0, 1.01), "lead_ratio": (1.0, 1e9), "answer_lead_threshold": (0.0, 1.01),
     "answer_lead_ratio": (1.0, 1e9), "unknown_cap": (0.0, 100.0), "unmatched_cap": (0.0, 100.0),
-    "out_of_scope_margin": (-1.0, 1.0), "answer_out_of_scope_gap": (0.0, 1.0), "out_of_scope_word_factor": (0.0, 1.0), "out_of_scope_floor": (0.0, 1.0),
+    "out_of_scope_margin": (-1.0, 1.0), "answer_out_of_scope_gap": (0.0, 1.0),
+    "answer_out_of_scope_gap_unnamed": (0.0, 1.0), "out_of_scope_word_factor": (0.0, 1.0), "out_of_scope_floor": (0.0, 1.0),
     "overlap_weight": (0.0, 1.0), "caller_coverage_beta": (0.01, 100.0),
     "unknown_word_weight": (0.0, 100.0), "near_word_weight": (0.0, 1.0), "fold_factor": (0.0, 1.0),
     "sound_factor": (0.0, 1.0), "fuzzy_gate": (0.0, 100.0), "evidence_scale": (0.01, 100.0),
@@ -246,6 +248,7 @@ class Matcher:
         self.answer_lead_ratio = float(s["answer_lead_ratio"])
         self.oos_margin = float(s["out_of_scope_margin"])
         self.answer_oos_gap = float(s["answer_out_of_scope_gap"])
+        self.answer_oos_gap_unnamed = float(s["answer_out_of_scope_gap_unnamed"])
         self.fold_factor = float(s["fold_factor"])
         self.sound_factor = float(s["sound_factor"])
         self.doubtful_conf = float(s["doubtful_word_conf"])
@@ -406,11 +409,13 @@ class Matcher:
     def _decide_in_scope(self, candidates: list[Candidate], oos: float, named: bool) -> MatchResult:
         top = candidates[0]
         runner_up = candidates[1].score if len(candidates) > 1 else 0.0
-        # an answer read out to a caller asking about another service is the costliest mistake: a question that
-        # names another service ("token", "zalo") and is nearly as close to it is confirmed, never answered
-        # outright. (Without such a word, what an out-of-scope phrasing shares with the question is what the
-        # entries say too: "quên mật khẩu" is close to "quên mật khẩu wifi nhà" and still answered.)
-        clear_of_oos = not named or oos <= top.score - self.answer_oos_gap
+        # an answer read out to a caller asking about another service is the costliest mistake: a question
+        # nearly as close to what the line does not handle is confirmed, never answered outright. The gap is
+        # wide when the caller names another service ("token", "zalo"), narrow otherwise: then what an
+        # out-of-scope phrasing shares with the question is what the entries say too ("quên mật khẩu" is close
+        # to "quên mật khẩu wifi nhà" and still answered), unless the naming word was misheard.
+        gap = self.answer_oos_gap if named else self.answer_oos_gap_unnamed
+        clear_of_oos = oos <= top.score - gap
         if clear_of_oos and top.score >= self.answer_threshold and top.score - runner_up >= self.margin:
             return MatchResult("answer", top.faq_id, top.score, candidates, out_of_scope_score=oos)
         # far ahead of every other entry (a long chatty sentence scores low while its ranking is sure)
