@@ -324,7 +324,7 @@ def test_nested_dialogue_typo(home, capfd):
 
 def test_broken_match_settings_fail_faq_check_and_menu(home, capfd):
     path = home / "config" / "match.yaml"
-    line = edit(path, "margin: 0.06", "margin: lots")
+    line = edit(path, "margin: 0.20", "margin: lots")
     code, _, err = run(["check"], capfd)
     assert_clean_error(code, err, f"{path}, line {line}", "margin")
     for argv in (["faq", "check"], ["menu"]):
