@@ -25,8 +25,12 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 
 
 def queries() -> list[str]:
-    data = yaml.safe_load((ROOT / "tests" / "data" / "eval_questions.yaml").read_text(encoding="utf-8"))
-    return [q["text"] for q in data["questions"]]
+    """The dev questions, the long chatty ones (the slowest to match) and the few-word calls."""
+    out = []
+    for name in ("eval_questions.yaml", "eval_questions_long.yaml", "eval_questions_keywords.yaml"):
+        data = yaml.safe_load((ROOT / "tests" / "data" / name).read_text(encoding="utf-8"))
+        out += [q["text"] for q in data["questions"]]
+    return out
 
 
 def noisy_queries(texts: list[str]) -> list[str]:

@@ -32,6 +32,10 @@ from ivr.content.faq import Faq, load_faq  # noqa: E402
 from ivr.language.match import Matcher  # noqa: E402
 
 DEV = ROOT / "tests" / "data" / "eval_questions.yaml"
+# long chatty questions and out-of-scope questions sharing the FAQ's words (written for tuning, too)
+DEV_LONG = ROOT / "tests" / "data" / "eval_questions_long.yaml"
+# few-word calls ("quên mã pin", "usb token"), some ambiguous between two entries
+DEV_KEYWORDS = ROOT / "tests" / "data" / "eval_questions_keywords.yaml"
 
 
 def load_questions(path: Path) -> list[tuple[str, int | None]]:
@@ -46,7 +50,7 @@ def leave_one_out(faq: Faq, settings: dict) -> list[tuple[Matcher, str, int]]:
     for k in range(folds):
         entries = [dataclasses.replace(e, paraphrases=tuple(p for i, p in enumerate(e.paraphrases) if i != k))
                    for e in faq.entries]
-        m = Matcher(Faq(topics=list(faq.topics), entries=entries), settings)
+        m = Matcher(Faq(topics=list(faq.topics), entries=entries, out_of_scope=list(faq.out_of_scope)), settings)
         out += [(m, e.paraphrases[k], e.id) for e in faq.entries if k < len(e.paraphrases)]
     return out
 
@@ -86,17 +90,19 @@ def tuning_figures(faq: Faq, settings: dict, dev) -> tuple[dict, dict]:
     return (evaluate([(m, t, i) for t, i in dev]), evaluate(leave_one_out(faq, settings)))
 
 
-SCORING = {"near_word_weight": [0.5], "sound_factor": [1.0], "unknown_word_weight": [0.8],
+SCORING = {"unmatched_cap": [0.0, 4.0], "near_word_weight": [0.5], "sound_factor": [1.0], "unknown_word_weight": [0.8],
            "out_of_scope_word_factor": [0.7], "out_of_scope_floor": [0.25]}
 DECISION = {
     "answer_threshold": [0.5, 0.6],
     "margin": [0.2, 0.3],
-    "answer_lead_threshold": [0.3, 0.35, 1.01],
-    "answer_lead_ratio": [2.0, 3.0, 4.0],
+    "answer_lead_threshold": [0.35, 0.45, 1.01],
+    "answer_lead_ratio": [2.0, 2.5, 3.0],
     "confirm_threshold": [0.3, 0.35],
     "lead_threshold": [0.25],
     "lead_ratio": [1.5, 1.8],
-    "out_of_scope_margin": [-0.05, 0.0, 0.05],
+    "out_of_scope_margin": [0.0, 0.05],
+    "answer_out_of_scope_gap": [0.1, 0.2],
+    "answer_out_of_scope_gap_unnamed": [0.0, 0.08],
 }
 # tuning data under recognition errors: the dev set and the left-out paraphrases through the noise channel at
 # these syllable error rates, with seeds that the reports (ivr eval, benchmarks, tests: seed 0) never use
@@ -104,12 +110,13 @@ NOISE = (0.1, 0.2, 0.3)
 SEED = 1001
 
 
-def _decide(top, top_id, runner_up, oos, s) -> tuple[str, int | None]:
+def _decide(top, top_id, runner_up, oos, s, named=True) -> tuple[str, int | None]:
     if top_id is None or (oos > 0 and oos >= top - s["out_of_scope_margin"]):
         return "reject", None
-    if top >= s["answer_threshold"] and top - runner_up >= s["margin"]:
+    clear = oos <= top - s["answer_out_of_scope_gap" if named else "answer_out_of_scope_gap_unnamed"]
+    if clear and top >= s["answer_threshold"] and top - runner_up >= s["margin"]:
         return "answer", top_id
-    if top >= s["answer_lead_threshold"] and top >= s["answer_lead_ratio"] * runner_up:
+    if clear and top >= s["answer_lead_threshold"] and top >= s["answer_lead_ratio"] * runner_up:
         return "answer", top_id
     if top >= s["confirm_threshold"] or (top >= s["lead_threshold"] and top >= s["lead_ratio"] * runner_up):
         return "confirm", top_id
@@ -120,27 +127,27 @@ def _figures(scored, s) -> dict:
     ind = [x for x in scored if x[4] is not None]
     ood = [x for x in scored if x[4] is None]
     top1 = wrong = answered = 0
-    for top, top_id, ru, oos, want in ind:
-        d, i = _decide(top, top_id, ru, oos, s)
+    for top, top_id, ru, oos, want, named in ind:
+        d, i = _decide(top, top_id, ru, oos, s, named)
         top1 += d != "reject" and i == want
         answered += d == "answer" and i == want
         wrong += d == "answer" and i != want
     rej = 0
-    for top, top_id, ru, oos, _ in ood:
-        d, _i = _decide(top, top_id, ru, oos, s)
+    for top, top_id, ru, oos, _, named in ood:
+        d, _i = _decide(top, top_id, ru, oos, s, named)
         rej += d == "reject"
         wrong += d == "answer"
     return {"top1": top1 / max(1, len(ind)), "answered": answered / max(1, len(ind)),
             "wrong_rate": wrong / max(1, len(scored)), "ood_reject": rej / len(ood) if ood else 1.0}
 
 
-def _scored(pairs) -> list[tuple[float, int | None, float, float, int | None]]:
+def _scored(pairs) -> list[tuple[float, int | None, float, float, int | None, bool]]:
     out = []
     for m, t, want in pairs:
         r = m.match(t)
         c = r.candidates
         out.append((c[0].score if c else 0.0, c[0].faq_id if c else None, c[1].score if len(c) > 1 else 0.0,
-                    r.out_of_scope_score, want))
+                    r.out_of_scope_score, want, r.names_other_service))
     return out
 
 
@@ -167,8 +174,8 @@ def grid(faq: Faq, base: dict, dev) -> None:
         for dv in itertools.product(*DECISION.values()):
             s = {**s0, **dict(zip(DECISION, dv, strict=True))}
             c, n = _figures(clean, s), _figures(noisy, s)
-            # at most one wrong outright answer in 300 on clean text, in 500 under recognition errors
-            ok = c["top1"] >= 0.95 and c["wrong_rate"] <= 0.003 and n["wrong_rate"] <= 0.002 and n["ood_reject"] >= 0.9
+            # at most one wrong outright answer in 300 (clean text, and under recognition errors)
+            ok = c["top1"] >= 0.95 and c["wrong_rate"] <= 0.003 and n["wrong_rate"] <= 0.003 and n["ood_reject"] >= 0.9
             # a reject costs a rephrase, a wrong confirm one "không", a wrong answer the caller's trust
             score = (c["top1"] + 2 * n["top1"] + 0.5 * (c["answered"] + n["answered"])
                      + c["ood_reject"] + n["ood_reject"] - 10 * (c["wrong_rate"] + n["wrong_rate"]))
@@ -188,7 +195,7 @@ def main() -> int:
     args = ap.parse_args()
     faq = load_faq()
     settings = config.load("match")
-    dev = load_questions(DEV)
+    dev = load_questions(DEV) + load_questions(DEV_LONG) + load_questions(DEV_KEYWORDS)
     if args.grid:
         grid(faq, settings, dev)
         print()

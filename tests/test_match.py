@@ -116,14 +116,34 @@ def test_a_clear_leader_over_the_margin_is_answered():
 def test_a_clearly_leading_entry_is_confirmed_not_rejected(faq):
     # a long chatty sentence: many words the FAQ never uses, so a moderate score, but far ahead of the rest
     text = "dạ điện thoại cũ của em bị mất cắp rồi em mua máy mới thì kích hoạt lại tài khoản kiểu gì chị"
+    # (scored without unmatched_cap, so that the sentence's length dilutes its score)
     m = Matcher(faq, {**config.load("match"), "confirm_threshold": 0.48, "lead_threshold": 0.3, "lead_ratio": 1.5,
-                      "answer_lead_threshold": 1.01})
+                      "answer_lead_threshold": 1.01, "unmatched_cap": 0.0})
     top, runner_up = m.scores(text)[:2]
     assert top.faq_id == 3 and top.score < m.confirm_threshold, top
     assert top.score >= m.lead_threshold and top.score >= m.lead_ratio * runner_up.score
     assert m.match(text).decision == "confirm" and m.match(text).faq_id == 3
     no_lead = Matcher(faq, {**m.settings, "lead_ratio": 1e9})
     assert no_lead.match(text).decision == "reject"
+
+
+def test_a_long_chatty_question_is_scored_by_its_best_matching_content(faq):
+    """The caller's words a phrasing leaves unexplained saturate (unmatched_cap): a rambling question keeps the
+    score of what it asks, while a short question scores as before."""
+    chatty = ("chị ơi cho em hỏi là hôm qua em mới đổi điện thoại mới xong giờ em không đăng nhập được vào cái "
+              "app ký số nữa thì phải làm sao")
+    short = "quên mã pin thì làm sao"
+    settings = config.load("match")
+    capped = Matcher(faq, {**settings, "unmatched_cap": 4.0})
+    diluted = Matcher(faq, {**settings, "unmatched_cap": 0.0})
+    top, runner_up = capped.scores(chatty)[:2]
+    assert top.faq_id == 3 and top.score > 1.4 * runner_up.score, (top, runner_up)
+    assert top.score > diluted.scores(chatty)[0].score + 0.1
+    assert capped.match(chatty).decision != "reject" and capped.match(chatty).faq_id == 3
+    assert abs(capped.scores(short)[0].score - diluted.scores(short)[0].score) < 0.05
+    # an unrelated long question still shares too little with any entry to be taken
+    unrelated = "alo chị ơi cho em hỏi là nhà em ở quận ba mấy hôm nay trời mưa to quá thì có sao không"
+    assert capped.match(unrelated).decision == "reject"
 
 
 def test_out_of_scope_phrasings_reject_what_the_line_does_not_handle(tmp_path):
@@ -149,6 +169,45 @@ def test_out_of_scope_phrasings_reject_what_the_line_does_not_handle(tmp_path):
     assert result.candidates and result.candidates[0].faq_id == 1  # out-of-scope groups are never candidates
     ok = m.match("quên mật khẩu")
     assert (ok.decision, ok.faq_id, ok.out_of_scope) == ("answer", 1, False), ok
+
+
+def test_an_entry_nearly_as_close_to_another_service_is_confirmed_not_answered():
+    """answer_out_of_scope_gap: a wrong answer read out is the costliest mistake, so a question that names
+    another service and whose best out-of-scope phrasing scores within the gap of the best entry is confirmed,
+    never answered outright. Without such a word the gap does not apply."""
+    faq = two_entry_faq("Quên mật khẩu thì làm sao?", "Gia hạn chứng thư số ở đâu?")
+    base = {"answer_threshold": 0.5, "margin": 0.2, "answer_lead_threshold": 0.35, "answer_lead_ratio": 2.5,
+            "confirm_threshold": 0.3, "out_of_scope_margin": 0.0}
+    cands = [Candidate(1, 0.7), Candidate(2, 0.1)]
+    guarded = Matcher(faq, {**base, "answer_out_of_scope_gap": 0.2})
+    named = guarded._decide(cands, 0.6, named=True)
+    assert (named.decision, named.faq_id, named.names_other_service) == ("confirm", 1, True)
+    assert guarded._decide(cands, 0.45, named=True).decision == "answer"
+    assert guarded._decide(cands, 0.6, named=False).decision == "answer"
+    narrow = Matcher(faq, {**base, "answer_out_of_scope_gap": 0.2, "answer_out_of_scope_gap_unnamed": 0.08})
+    assert narrow._decide(cands, 0.6, named=False).decision == "answer"
+    assert narrow._decide(cands, 0.65, named=False).decision == "confirm"
+    assert guarded._decide(cands, 0.75, named=True).decision == "reject"  # closer to the other service
+    # the far-leading rule is guarded too
+    lead = [Candidate(1, 0.45), Candidate(2, 0.1)]
+    assert guarded._decide(lead, 0.3).decision == "confirm" and guarded._decide(lead, 0.2).decision == "answer"
+    unguarded = Matcher(faq, {**base, "answer_out_of_scope_gap": 0.0})
+    assert unguarded._decide(cands, 0.6).decision == "answer"
+
+
+def test_naming_another_service_is_reported(faq):
+    m = Matcher(faq)
+    assert m.match("quên mã pin usb token").names_other_service
+    assert not m.match("quên mã pin thì làm sao").names_other_service
+
+
+@pytest.mark.parametrize("text,faq_id", [("quên mật khẩu", 9), ("tôi quên mật khẩu thì làm sao", 9),
+                                         ("đổi mật khẩu", 6), ("quên mã pin", 3)])
+def test_plain_questions_near_an_out_of_scope_phrasing_are_still_answered(faq, text, faq_id):
+    # "quên mật khẩu wifi nhà", "đổi mật khẩu wifi", "quên mã pin usb token" are out of scope; the plain
+    # questions are not, and are answered with the shipped settings
+    r = Matcher(faq).match(text)
+    assert (r.decision, r.faq_id) == ("answer", faq_id), r
 
 
 def test_a_word_only_out_of_scope_phrasings_use_lowers_every_entry(tmp_path):

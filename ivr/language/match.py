@@ -20,6 +20,7 @@ thresholds in ``config/match.yaml``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -59,7 +60,10 @@ DEFAULTS = {
     "answer_lead_threshold": 1.01,  # a far-leading entry scoring at least this is answered outright ...
     "answer_lead_ratio": 1e9,  # ... when it scores at least this many times the runner-up
     "unknown_cap": 0.0,  # > 0: unknown caller words saturate at this many words (long chatty sentences)
+    "unmatched_cap": 0.0,  # > 0: caller weight a phrasing leaves unmatched saturates at this many words
     "out_of_scope_margin": 0.0,  # rejected as out of scope when an out-of-scope phrasing scores >= top - this
+    "answer_out_of_scope_gap": 0.0,  # answered outright only when the best out-of-scope phrasing scores <= top - this
+    "answer_out_of_scope_gap_unnamed": 0.0,  # ... this, when the caller names no other service
     "out_of_scope_word_factor": 1.0,  # entry scores factor when the caller uses a word only out-of-scope
     "out_of_scope_floor": 0.25,  # ... phrasings use ("wifi", "token") and one of them scores at least this
     "overlap_weight": 0.7,  # share of the weighted word overlap in a phrasing's score (rest: fuzzy)
@@ -82,8 +86,9 @@ DEFAULTS = {
 _RANGES = {
     "answer_threshold": (0.0, 1.01), "confirm_threshold": (0.0, 1.01), "margin": (0.0, 1.0),
     "lead_threshold": (0.0, 1.01), "lead_ratio": (1.0, 1e9), "answer_lead_threshold": (0.0, 1.01),
-    "answer_lead_ratio": (1.0, 1e9), "unknown_cap": (0.0, 100.0),
-    "out_of_scope_margin": (-1.0, 1.0), "out_of_scope_word_factor": (0.0, 1.0), "out_of_scope_floor": (0.0, 1.0),
+    "answer_lead_ratio": (1.0, 1e9), "unknown_cap": (0.0, 100.0), "unmatched_cap": (0.0, 100.0),
+    "out_of_scope_margin": (-1.0, 1.0), "answer_out_of_scope_gap": (0.0, 1.0),
+    "answer_out_of_scope_gap_unnamed": (0.0, 1.0), "out_of_scope_word_factor": (0.0, 1.0), "out_of_scope_floor": (0.0, 1.0),
     "overlap_weight": (0.0, 1.0), "caller_coverage_beta": (0.01, 100.0),
     "unknown_word_weight": (0.0, 100.0), "near_word_weight": (0.0, 1.0), "fold_factor": (0.0, 1.0),
     "sound_factor": (0.0, 1.0), "fuzzy_gate": (0.0, 100.0), "evidence_scale": (0.01, 100.0),
@@ -127,6 +132,7 @@ class MatchResult:
     candidates: list[Candidate] = field(default_factory=list)
     out_of_scope: bool = False  # rejected because the question is closer to what the line does not handle
     out_of_scope_score: float = 0.0  # best score of an out-of-scope phrasing
+    names_other_service: bool = False  # the caller used a word only out-of-scope phrasings use ("wifi", "token")
 
 
 class _Corpus:
@@ -241,6 +247,8 @@ class Matcher:
         self.answer_lead_threshold = float(s["answer_lead_threshold"])
         self.answer_lead_ratio = float(s["answer_lead_ratio"])
         self.oos_margin = float(s["out_of_scope_margin"])
+        self.answer_oos_gap = float(s["answer_out_of_scope_gap"])
+        self.answer_oos_gap_unnamed = float(s["answer_out_of_scope_gap_unnamed"])
         self.fold_factor = float(s["fold_factor"])
         self.sound_factor = float(s["sound_factor"])
         self.doubtful_conf = float(s["doubtful_word_conf"])
@@ -312,10 +320,17 @@ class Matcher:
         w_overlap = float(s["overlap_weight"])
         gate = float(s["fuzzy_gate"])
         tau = float(s["evidence_scale"]) * corpus.scale
+        # the caller's words a phrasing does not explain count against it, but a long chatty question is not
+        # scored by its length: the unexplained weight saturates (cap * (1 - exp(-unexplained / cap)))
+        cap = float(s["unmatched_cap"]) * corpus.scale
         out = {}
         for i in idx:
             inter = overlaps[i]
-            cq = inter / q_size
+            if cap > 0:
+                rest = max(0.0, q_size - inter)
+                cq = inter / (inter + cap * (1.0 - math.exp(-rest / cap))) if inter else 0.0
+            else:
+                cq = inter / q_size
             cp = inter / corpus.sizes[i] if corpus.sizes[i] else 0.0
             f = (1 + beta2) * cq * cp / (beta2 * cp + cq) if inter else 0.0
             fuzzy = (0.5 * set_r[i] + 0.5 * sort_r[i]) / 100.0
@@ -325,11 +340,12 @@ class Matcher:
             out[i] = (w_overlap * f + (1 - w_overlap) * fuzzy * cq ** gate) * evidence
         return out
 
-    def _owner_scores(self, text: str, word_conf: list[float] | None = None) -> dict[int, float]:
-        """Best phrasing score per owner (entry id, or a negative id for an out-of-scope group)."""
+    def _owner_scores(self, text: str, word_conf: list[float] | None = None) -> tuple[dict[int, float], bool]:
+        """Best phrasing score per owner (entry id, or a negative id for an out-of-scope group), and whether the
+        caller used a word that only out-of-scope phrasings use."""
         norm = normalize(text)
         if not norm:
-            return {}
+            return {}, False
         doubtful: frozenset[int] = frozenset()
         if word_conf and self.doubtful_conf > 0 and len(word_conf) == len(norm.split()):
             doubtful = frozenset(i for i, c in enumerate(word_conf) if c < self.doubtful_conf)
@@ -361,12 +377,11 @@ class Matcher:
             o = owners[i]
             if v > best.get(o, 0.0):
                 best[o] = v
-        if self.oos_word_factor < 1.0 and max((v for o, v in best.items() if o < 0), default=0.0) >= self.oos_floor:
-            named = (not self.oos_words.isdisjoint(norm.split())
-                     or not self.oos_folded_words.isdisjoint(folded_text.split()))
-            if named:
-                best = {o: (v * self.oos_word_factor if o > 0 else v) for o, v in best.items()}
-        return best
+        named = (not self.oos_words.isdisjoint(norm.split())
+                 or not self.oos_folded_words.isdisjoint(folded_text.split()))
+        if named and self.oos_word_factor < 1.0 and max((v for o, v in best.items() if o < 0), default=0.0) >= self.oos_floor:
+            best = {o: (v * self.oos_word_factor if o > 0 else v) for o, v in best.items()}
+        return best, named
 
     @staticmethod
     def _ranked(best: dict[int, float]) -> tuple[list[Candidate], float]:
@@ -377,19 +392,35 @@ class Matcher:
 
     def scores(self, text: str) -> list[Candidate]:
         """Every entry that shares anything with ``text``, best first (one candidate per entry)."""
-        return self._ranked(self._owner_scores(text))[0]
+        return self._ranked(self._owner_scores(text)[0])[0]
 
-    def _decide(self, candidates: list[Candidate], oos: float) -> MatchResult:
+    def _decide(self, candidates: list[Candidate], oos: float, named: bool = True) -> MatchResult:
+        """``named``: the caller used a word only out-of-scope phrasings use."""
         if not candidates:
-            return MatchResult("reject", None, 0.0, [], out_of_scope=oos > 0, out_of_scope_score=oos)
+            return MatchResult("reject", None, 0.0, [], out_of_scope=oos > 0, out_of_scope_score=oos,
+                               names_other_service=named)
         top = candidates[0]
         if oos > 0 and oos >= top.score - self.oos_margin:
-            return MatchResult("reject", None, top.score, candidates, out_of_scope=True, out_of_scope_score=oos)
+            return MatchResult("reject", None, top.score, candidates, out_of_scope=True, out_of_scope_score=oos,
+                               names_other_service=named)
+        result = self._decide_in_scope(candidates, oos, named)
+        return dataclasses.replace(result, names_other_service=named) if named else result
+
+    def _decide_in_scope(self, candidates: list[Candidate], oos: float, named: bool) -> MatchResult:
+        top = candidates[0]
         runner_up = candidates[1].score if len(candidates) > 1 else 0.0
-        if top.score >= self.answer_threshold and top.score - runner_up >= self.margin:
+        # an answer read out to a caller asking about another service is the costliest mistake: a question
+        # nearly as close to what the line does not handle is confirmed, never answered outright. The gap is
+        # wide when the caller names another service ("token", "zalo"), narrow otherwise: then what an
+        # out-of-scope phrasing shares with the question is what the entries say too ("quên mật khẩu" is close
+        # to "quên mật khẩu wifi nhà" and still answered), unless the naming word was misheard.
+        gap = self.answer_oos_gap if named else self.answer_oos_gap_unnamed
+        clear_of_oos = oos <= top.score - gap
+        if clear_of_oos and top.score >= self.answer_threshold and top.score - runner_up >= self.margin:
             return MatchResult("answer", top.faq_id, top.score, candidates, out_of_scope_score=oos)
         # far ahead of every other entry (a long chatty sentence scores low while its ranking is sure)
-        if top.score >= self.answer_lead_threshold and top.score >= self.answer_lead_ratio * runner_up:
+        if (clear_of_oos and top.score >= self.answer_lead_threshold
+                and top.score >= self.answer_lead_ratio * runner_up):
             return MatchResult("answer", top.faq_id, top.score, candidates, out_of_scope_score=oos)
         if top.score >= self.confirm_threshold:
             return MatchResult("confirm", top.faq_id, top.score, candidates, out_of_scope_score=oos)
@@ -404,10 +435,10 @@ class Matcher:
         ``word_conf``: the recogniser's confidence of each word of ``text`` (in order); words below
         ``doubtful_word_conf`` may be read as a known word one letter away."""
         try:
-            best = self._owner_scores(text, word_conf) if isinstance(text, str) else {}
+            best, named = self._owner_scores(text, word_conf) if isinstance(text, str) else ({}, False)
         except (ValueError, TypeError):
-            best = {}
-        return self._decide(*self._ranked(best))
+            best, named = {}, False
+        return self._decide(*self._ranked(best), named)
 
     def match_nbest(self, hypotheses: list[tuple[str, float]]) -> MatchResult:
         """Decide on a recogniser's n-best list: (text, weight) pairs, weights >= 0 (normalised here).
@@ -424,14 +455,16 @@ class Matcher:
         if len(hyps) == 1:
             return self.match(hyps[0][0])
         combined: dict[int, float] = {}
+        named_weight = 0.0
         for text, w in hyps:
             try:
-                best = self._owner_scores(text)
+                best, named = self._owner_scores(text)
             except (ValueError, TypeError):
-                best = {}
+                best, named = {}, False
+            named_weight += w * named
             for o, v in best.items():
                 combined[o] = combined.get(o, 0.0) + v * w / total
-        return self._decide(*self._ranked(combined))
+        return self._decide(*self._ranked(combined), named_weight > 0)
 
 
 # -- yes / no for confirmations ---------------------------------------------------------------------------
