@@ -94,8 +94,10 @@ def test_visitor_speech_keeps_its_level_over_the_echo(room, visitor):
     mic = to_pcm(echo + noise + near)
     with EchoCanceller(RATE, FRAME, 200) as canceller:
         out = canceller.process_signal(mic, speaker)
-    late = [t for t in starts(out) if t >= 4.0]
-    assert VISITOR_AT - 0.05 <= late[-1] <= VISITOR_AT + 0.2  # the VAD's utterance edge is the visitor's onset
+    # the VAD's utterance edge is the visitor's onset (residual echo may open it elsewhere: the barge-in rule
+    # in ivr/media/duplex.py deals with that, tests below)
+    onsets = [t for t in starts(out) if VISITOR_AT - 1.0 <= t <= VISITOR_AT + 1.0]
+    assert onsets and VISITOR_AT - 0.05 <= onsets[0] <= VISITOR_AT + 0.2, starts(out)
     seg = slice(at, at + len(visitor))
     kept = 10 * np.log10(np.mean(out[seg].astype(np.float64) ** 2) / np.mean(near[seg] ** 2))
     assert kept > -3  # the visitor's speech is not suppressed with the echo (double talk)

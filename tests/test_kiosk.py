@@ -103,7 +103,7 @@ def greeting_seconds(resources) -> float:
 def test_keypad_wav_reaches_an_answer_while_the_kiosk_speaks(keys_only, menu_answer_12):
     keys, _ = read_audio(FIXTURES / "keys_12_8k_ulaw.wav", RATE)
     lines: list[str] = []
-    kiosk = Kiosk(keys_only, rate=RATE, display=lines.append)
+    kiosk = Kiosk(keys_only, rate=RATE, display=lines.append, duplex=False)
     kiosk.start()
     dev = FakeSoundDevice(np.concatenate([silence(1.0), keys, silence(6.0)]))
     dev.drive(kiosk)
@@ -140,10 +140,10 @@ def test_keyboard_keys_act_as_the_keypad_and_q_quits(keys_only, menu_answer_12, 
 
 
 def test_own_voice_fed_back_into_the_mic_does_not_barge_in(with_korean):
-    """Echo at half level, one block late: with the gate nothing is heard and the greeting plays to the end;
-    without it (the control) the real recogniser hears the kiosk and it interrupts itself."""
+    """Half duplex. Echo at half level, one block late: with the gate nothing is heard and the greeting plays to
+    the end; without it (the control) the real recogniser hears the kiosk and it interrupts itself."""
     seconds = greeting_seconds(with_korean) + 1.0
-    kiosk = Kiosk(with_korean, rate=RATE, display=lambda line: None)
+    kiosk = Kiosk(with_korean, rate=RATE, display=lambda line: None, duplex=False)
     kiosk.start()
     dev = FakeSoundDevice(silence(seconds), echo_gain=0.5)
     dev.drive(kiosk)
@@ -153,7 +153,7 @@ def test_own_voice_fed_back_into_the_mic_does_not_barge_in(with_korean):
     greeting = [e["play_id"] for e in events(kiosk, "queued")]
     assert {e["play_id"] for e in events(kiosk, "play_end")} >= set(greeting[:1])
 
-    control = Kiosk(with_korean, rate=RATE, display=lambda line: None, echo_gate=False)
+    control = Kiosk(with_korean, rate=RATE, display=lambda line: None, echo_gate=False, duplex=False)
     control.start()
     FakeSoundDevice(silence(seconds), echo_gain=0.5).drive(control, until=lambda k: events(k, "stop"))
     assert [e["reason"] for e in events(control, "stop")] == ["barge_in"]
