@@ -164,3 +164,16 @@ def test_echo_alone_never_barges_in_whatever_the_render(greeting):
 
 def _greet_text() -> str:
     return yaml.safe_load((paths.prompts_dir() / "vi.yaml").read_text(encoding="utf-8"))["greet_long"]
+
+
+def test_convergence_needs_the_echo_really_taken_out(greeting):
+    """3 s of loudspeaker sound is not enough on its own: with a reference that is not what the mic hears (a
+    miswired speaker), the canceller takes nothing out and the duplex mic never calls itself converged."""
+    speaker = np.concatenate([greeting, greeting])
+    mic = to_pcm(echo_of(speaker, impulse_response(RATE)) + mic_noise(len(speaker)))
+    right, wrong = DuplexMic(RATE), DuplexMic(RATE)
+    for i in range(0, len(mic) - FRAME + 1, FRAME):
+        right.feed(mic[i:i + FRAME], speaker[i:i + FRAME])
+        wrong.feed(mic[i:i + FRAME], speaker[::-1][i:i + FRAME])
+    assert right.converged and right.erle_db > 25
+    assert wrong.speaker_frames >= wrong.warmup_frames and not wrong.converged and wrong.erle_db < 25

@@ -17,9 +17,10 @@ VAD may still call the residue speech, its floor being the very quiet cleaned ba
 speaks comes out at 0-10 dB below it (their voice is not cancelled), so a visitor up to about 10 dB quieter
 than the echo at the mic still barges in. Without this check the greeting's own echo barged in on itself in
 four renders out of six of the same text (espeak-ng's timing varies a little between renders); and the echo
-canceller has
-heard ``warmup_s`` of loudspeaker audio (before that its filter has not converged and the IVR's own voice
-leaks through: until then the kiosk stays half-duplex while it speaks and for ``hold_s`` after, as today).
+canceller has heard ``warmup_s`` of loudspeaker audio (before that its filter has not converged and the IVR's own voice
+leaks through: until then the kiosk stays half-duplex while it speaks and for ``hold_s`` after) and takes at
+least ``min_erle_db`` (25 dB) of the echo out, measured on the last second of loudspeaker sound (a loud,
+reverberant hall converges more slowly than its first 3 s).
 
 "The loudspeaker frame played at the same time" matters: the sound card plays a block one period (plus
 its output latency) after it was handed over. The kiosk should pair each mic block with the speaker block
@@ -47,7 +48,7 @@ class DuplexMic:
 
     def __init__(self, rate: int = 16000, *, tail_ms: float = 200.0, confirm_ms: float = 200.0,
                  warmup_s: float = 3.0, hold_s: float = 0.5, vad: VadSettings | None = None,
-                 speaker_floor_dbfs: float = -50.0, double_talk_db: float = 12.0):
+                 speaker_floor_dbfs: float = -50.0, double_talk_db: float = 12.0, min_erle_db: float = 25.0):
         self.rate = rate
         self.frame = rate // 50
         self.aec = EchoCanceller(rate, self.frame, tail_ms)
@@ -59,6 +60,10 @@ class DuplexMic:
         self.double_talk = 10 ** (-float(double_talk_db) / 10)
         self._since_playing = 10**9
         self.speaker_frames = 0  # loudspeaker frames with sound heard so far (convergence)
+        self.min_erle = 10 ** (float(min_erle_db) / 10)
+        self._mic_power = 0.0  # smoothed (about 1 s) power of mic and cleaned frames while the speaker sounds
+        self._out_power = 0.0
+        self._converged = False
         self.t = 0.0
         self._utt_frames = 0  # speech-like frames in the current utterance
         self._fired = False
@@ -71,7 +76,14 @@ class DuplexMic:
 
     @property
     def converged(self) -> bool:
-        return self.speaker_frames >= self.warmup_frames
+        """The canceller has heard ``warmup_s`` of the loudspeaker and takes at least ``min_erle_db`` of its
+        echo out (smoothed over the last second of it); once true, it stays true (the echo path is kept)."""
+        return self._converged
+
+    @property
+    def erle_db(self) -> float:
+        """The echo reduction measured lately (dB), while the loudspeaker sounds."""
+        return 10 * float(np.log10(max(self._mic_power, 1.0) / max(self._out_power, 1.0)))
 
     def feed(self, mic_frame, speaker_frame) -> tuple[np.ndarray, bool]:
         """One 20 ms frame of each -> (the cleaned microphone frame, whether the visitor barges in now)."""
@@ -84,6 +96,12 @@ class DuplexMic:
             self._since_playing += 1
         cleaned = self.aec.process(mic_frame, spk)
         self.t += 0.02
+        if playing:
+            a = 0.05
+            self._mic_power += a * (float(np.mean(np.asarray(mic_frame, dtype=np.float64) ** 2)) - self._mic_power)
+            self._out_power += a * (float(np.mean(cleaned.astype(np.float64) ** 2)) - self._out_power)
+            self._converged = self._converged or (self.speaker_frames >= self.warmup_frames
+                                                  and self._mic_power >= self.min_erle * max(self._out_power, 1.0))
         if self.settling:
             self.vad.skip(len(cleaned))
             return cleaned, False
