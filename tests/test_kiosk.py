@@ -462,3 +462,22 @@ def test_ivr_kiosk_takes_the_duplex_options(capsys):
         assert "no usable sound input device" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["kiosk", "--duplex", "--half-duplex"])
+
+
+def test_full_duplex_a_barge_in_without_words_resumes_the_prompt(keys_only, visitor_speech):
+    """Speech recognition off (keys only): the visitor's voice still silences the speaker at once, but no
+    words reach the call, so nothing stops its playout; the paused greeting resumes after the utterance."""
+    from ivr.media.vad import Vad
+
+    onset = VISITOR_AT + Vad(RATE).feed_events(visitor_speech)[0][1]
+    kiosk = Kiosk(keys_only, rate=RATE, display=lambda line: None, duplex=True)
+    kiosk.start()
+    dev = FakeSoundDevice(np.concatenate([silence(VISITOR_AT), visitor_speech, silence(3.0)]), room=room_path())
+    dev.drive(kiosk)
+    played = dev.played
+    assert len(kiosk.stats.barge_ins) == 1 and onset < kiosk.stats.barge_ins[0] < onset + 0.6
+    b = int(kiosk.stats.barge_ins[0] * RATE)
+    assert rms(played[b + 2 * BLOCK:b + int(0.5 * RATE)]) < 1.0  # paused
+    assert kiosk.stats.resumed == 1 and events(kiosk, "stop") == []
+    end = int((VISITOR_AT + len(visitor_speech) / RATE) * RATE)
+    assert rms(played[end:end + 2 * RATE]) > 1000  # the greeting goes on
