@@ -59,8 +59,8 @@ def test_echo_is_removed_after_convergence(room):
     assert erle_db(echo[:RATE], out[:RATE]) < erle_db(echo[late], out[late])  # it learns
 
 
-def barge_ins(mic: np.ndarray, speaker: np.ndarray) -> list[float]:
-    duplex = DuplexMic(RATE)
+def barge_ins(mic: np.ndarray, speaker: np.ndarray, **settings) -> list[float]:
+    duplex = DuplexMic(RATE, **settings)
     for i in range(0, len(mic) - FRAME + 1, FRAME):
         duplex.feed(mic[i:i + FRAME], speaker[i:i + FRAME])
     duplex.close()
@@ -94,8 +94,10 @@ def test_visitor_speech_keeps_its_level_over_the_echo(room, visitor):
     mic = to_pcm(echo + noise + near)
     with EchoCanceller(RATE, FRAME, 200) as canceller:
         out = canceller.process_signal(mic, speaker)
-    late = [t for t in starts(out) if t >= 4.0]
-    assert VISITOR_AT - 0.05 <= late[-1] <= VISITOR_AT + 0.2  # the VAD's utterance edge is the visitor's onset
+    # the VAD's utterance edge is the visitor's onset (residual echo may open it elsewhere: the barge-in rule
+    # in ivr/media/duplex.py deals with that, tests below)
+    onsets = [t for t in starts(out) if VISITOR_AT - 1.0 <= t <= VISITOR_AT + 1.0]
+    assert onsets and VISITOR_AT - 0.05 <= onsets[0] <= VISITOR_AT + 0.2, starts(out)
     seg = slice(at, at + len(visitor))
     kept = 10 * np.log10(np.mean(out[seg].astype(np.float64) ** 2) / np.mean(near[seg] ** 2))
     assert kept > -3  # the visitor's speech is not suppressed with the echo (double talk)
@@ -143,3 +145,35 @@ def test_missing_library_names_the_package(monkeypatch):
         EchoCanceller(RATE, FRAME)
     assert "libspeexdsp" in e.value.problem and "apt-get install libspeexdsp1" in e.value.fix
     assert not aec.available()
+
+
+def test_echo_alone_never_barges_in_whatever_the_render(greeting):
+    """espeak-ng's renders of the same greeting differ a little in timing, and the echo residue with them. On
+    four renders: no barge-in on the echo alone; and the double-talk check is what holds it (the control, the
+    check turned off, barges in on at least one of them)."""
+    renders = [greeting] + [Synthesizer("north").render(_greet_text(), RATE) for _ in range(3)]
+    with_check, without = [], []
+    for g in renders:
+        speaker = np.concatenate([np.zeros(RATE // 2, np.int16), g, g, np.zeros(RATE, np.int16)])
+        mic = to_pcm(echo_of(speaker, impulse_response(RATE)) + mic_noise(len(speaker)))
+        with_check.append(barge_ins(mic, speaker))
+        without.append(barge_ins(mic, speaker, double_talk_db=1000.0))
+    assert with_check == [[]] * len(renders), with_check
+    assert any(without), without
+
+
+def _greet_text() -> str:
+    return yaml.safe_load((paths.prompts_dir() / "vi.yaml").read_text(encoding="utf-8"))["greet_long"]
+
+
+def test_convergence_needs_the_echo_really_taken_out(greeting):
+    """3 s of loudspeaker sound is not enough on its own: with a reference that is not what the mic hears (a
+    miswired speaker), the canceller takes nothing out and the duplex mic never calls itself converged."""
+    speaker = np.concatenate([greeting, greeting])
+    mic = to_pcm(echo_of(speaker, impulse_response(RATE)) + mic_noise(len(speaker)))
+    right, wrong = DuplexMic(RATE), DuplexMic(RATE)
+    for i in range(0, len(mic) - FRAME + 1, FRAME):
+        right.feed(mic[i:i + FRAME], speaker[i:i + FRAME])
+        wrong.feed(mic[i:i + FRAME], speaker[::-1][i:i + FRAME])
+    assert right.converged and right.erle_db > 25
+    assert wrong.speaker_frames >= wrong.warmup_frames and not wrong.converged and wrong.erle_db < 25

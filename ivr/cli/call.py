@@ -378,8 +378,10 @@ def _register_kiosk(sub) -> None:
     p = sub.add_parser(
         "kiosk", help="hands-free kiosk: microphone and speaker, keyboard keys 0-9 * # as the keypad, q quits",
         description="Run the IVR on this computer's microphone and speaker (16 kHz). Visitors speak their "
-                    "question or type keys 0-9 * # on the keyboard; q quits. The kiosk does not listen while it "
-                    "speaks (keys still work). Without a sound card it says what is missing.",
+                    "question or type keys 0-9 * # on the keyboard; q quits. Full duplex by default: the kiosk cancels "
+                    "its own voice's echo (libspeexdsp) and a visitor may interrupt it by voice; without "
+                    "libspeexdsp, or with --half-duplex, it does not listen while it speaks (keys still work). "
+                    "Without a sound card it says what is missing.",
     )
     p.add_argument("--model", metavar="PATH", default=None,
                    help="Vosk model directory (default: found as everywhere; 'none': keys only)")
@@ -388,10 +390,17 @@ def _register_kiosk(sub) -> None:
     p.add_argument("--rate", type=int, default=16000, help="sample rate of the sound card (default 16000)")
     p.add_argument("--voice", default=None, help="voice: north, central or south (default: config/tts.yaml)")
     p.add_argument("--log-dir", metavar="DIR", help="where the visit logs go (default: logs/ or $IVR_LOG_DIR)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--duplex", dest="duplex", action="store_true", default=None,
+                      help="full duplex: echo cancelled, the visitor may interrupt by voice (default when "
+                           "libspeexdsp is installed; an error without it)")
+    mode.add_argument("--half-duplex", dest="duplex", action="store_false",
+                      help="half duplex: the mic is muted while the kiosk speaks; interrupt with keys")
     p.set_defaults(func=cmd_kiosk)
 
 
 def cmd_kiosk(args) -> int:
     from ivr.channels.kiosk import run_kiosk
 
-    return run_kiosk(model=args.model, device=args.device, rate=args.rate, voice=args.voice, log_dir=args.log_dir)
+    return run_kiosk(model=args.model, device=args.device, rate=args.rate, voice=args.voice, log_dir=args.log_dir,
+                     duplex=args.duplex)
