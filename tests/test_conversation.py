@@ -382,19 +382,3 @@ def test_a_model_path_that_is_not_a_model_exits_2(tmp_path, capsys):
     captured = capsys.readouterr()
     assert str(tmp_path / "nomodel") in captured.err and "PASS" not in captured.out
 
-
-def _bug_cases():
-    from ivr.channels.conversation import load_cases
-
-    return load_cases(FIXTURES / "product_bugs.yaml")
-
-
-@pytest.mark.xfail(strict=True, reason="the matcher answers 'tôi cần hỗ trợ' (I need help) with FAQ 7, and "
-                   "confirms FAQ 5 (biometrics) for 'tôi muốn hỏi về mật khẩu' (a question about the password)")
-@pytest.mark.parametrize("index", range(len(_bug_cases())), ids=[c.name for c in _bug_cases()])
-def test_known_product_bugs(index):
-    from ivr.channels.conversation import run_case
-    from ivr.channels.session import Resources
-
-    r = run_case(_bug_cases()[index], Resources.load(tts_rate=8000, speech=False))
-    assert r.passed, r.failures

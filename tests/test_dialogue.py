@@ -963,6 +963,32 @@ def test_saying_a_topic_name_opens_its_menu(faq, matcher, prompts, said, topic):
     assert answered(call.say("tôi quên mật khẩu thì làm sao")) == 9
 
 
+@pytest.mark.parametrize("said,topic", [
+    ("tôi muốn hỏi về mật khẩu", "password"), ("cho tôi hỏi về mật khẩu", "password"),
+    ("em cần hỗ trợ về mã PIN", "password"), ("mình muốn biết thêm về sinh trắc học", "device"),
+    ("tôi có câu hỏi về tài khoản", "account"), ("cho em hỏi chút về chữ ký số thôi", "service"),
+    ("tôi muốn được tư vấn về dịch vụ", "service"),
+])
+def test_a_topic_name_after_a_request_opens_its_menu(faq, matcher, prompts, said, topic):
+    """The request callers say before a topic name ("tôi muốn hỏi về ...", "cho tôi hỏi về ...") is not the
+    question: the topic's menu follows, as for the name alone."""
+    call = new_call(faq, matcher, prompts)
+    call.start()
+    call.finish()
+    actions = call.say(said)
+    assert prompt_ids(actions) == [f"topic_menu:{topic}"], logs(actions, "match")
+    assert logs(actions, "topic_named")[0].data["topic"] == topic
+
+
+@pytest.mark.parametrize("said", ["không có sinh trắc học", "tôi muốn đổi mật khẩu", "cho tôi hỏi về quên mật khẩu"])
+def test_a_request_with_more_than_a_topic_name_is_a_question(faq, matcher, prompts, said):
+    call = new_call(faq, matcher, prompts)
+    call.start()
+    call.finish()
+    actions = call.say(said)
+    assert not logs(actions, "topic_named") and logs(actions, "match"), prompt_ids(actions)
+
+
 def test_nbest_alternatives_reach_the_matcher(faq, matcher, prompts):
     call = new_call(faq, matcher, prompts)
     call.start()

@@ -426,3 +426,34 @@ def test_a_far_leading_entry_is_answered(faq):
     assert top.score >= 2.0 * runner_up.score
     assert (on.match(text).decision, on.match(text).faq_id) == ("answer", 3)
     assert off.match(text).decision == "confirm"
+
+
+@pytest.mark.parametrize("text", ["tôi cần hỗ trợ", "hỗ trợ", "em cần được hỗ trợ ạ", "tôi có vấn đề",
+                                  "tôi cần tư vấn", "tôi có thắc mắc", "hướng dẫn giúp tôi"])
+def test_a_request_for_help_that_names_nothing_is_not_answered(matcher, text):
+    """A generic word ("hỗ trợ", "vấn đề", GENERIC_WORDS) is the only content: the caller is asked to say
+    what it is about, not read FAQ 7 because FAQ 7 says "không hỗ trợ sinh trắc học"."""
+    result = matcher.match(text)
+    assert result.decision == "reject", result
+
+
+def test_a_generic_word_beside_a_topic_is_not_its_own_evidence(matcher):
+    """"hỗ trợ" next to "mật khẩu" does not pull the question to FAQ 7; beside the words of FAQ 7 it still
+    counts ("máy không hỗ trợ sinh trắc học" is FAQ 7)."""
+    result = matcher.match("tôi cần hỗ trợ về mật khẩu ứng dụng")
+    assert result.decision != "answer" and result.faq_id != 7, result
+    assert all(c.faq_id != 7 for c in result.candidates[:2]), result.candidates
+    result = matcher.match("máy không hỗ trợ sinh trắc học")
+    assert (result.decision, result.faq_id) == ("answer", 7)
+    assert matcher.match("máy tôi không hỗ trợ").decision != "answer"  # support for what?
+
+
+def test_generic_word_share_is_what_weakens_a_generic_request(faq):
+    text = "tôi cần hỗ trợ"
+    full = Matcher(faq, {**config.load("match"), "generic_word_share": 1.0})
+    assert (full.match(text).decision, full.match(text).faq_id) == ("answer", 7)  # the word's IDF alone
+    weak = Matcher(faq, {**config.load("match"), "generic_word_share": 0.1})
+    assert weak.match(text).decision == "reject"
+    assert weak.scores(text)[0].score < full.scores(text)[0].score / 3
+    # a question without a generic word scores the same either way
+    assert weak.scores("máy không có sinh trắc học") == full.scores("máy không có sinh trắc học")

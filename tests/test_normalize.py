@@ -247,3 +247,9 @@ def test_ordinary_phrases_that_sound_like_a_spelling_stay():
     assert normalize("mất mã pin") == "mất mã pin"  # not "mật khẩu pin" ("mật mã" is exact-only)
     assert normalize("chữ số") == "chữ số"  # a 3-syllable form never loses a syllable
     assert normalize("ép buộc") == "ép buộc"
+    # two syllables that sound like a two-syllable form ("vê mát", "vi mát": vsmart) but neither spelled as
+    # it is: ordinary words, kept
+    assert normalize("tôi muốn hỏi về mật khẩu") == "về mật khẩu"
+    assert normalize("vì mất điện thoại") == "vì mất thiết bị"
+    assert normalize("về mặt kỹ thuật") == "về mặt kỹ thuật"
+    assert normalize("vê mát") == normalize("vi mát") == "vsmart"  # as the recogniser writes the brand

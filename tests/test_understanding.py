@@ -24,7 +24,7 @@ LEVELS = [
     ("eval_questions_fresh.yaml", 0.2, 0.886, 0.362, 0.000, 0.933),
     ("eval_questions_fresh.yaml", 0.3, 0.819, 0.371, 0.000, 0.933),
     ("eval_callers.yaml", None, 0.935, 0.780, 0.007, 0.966),
-    ("eval_callers.yaml", 0.2, 0.888, 0.668, 0.011, 0.931),
+    ("eval_callers.yaml", 0.2, 0.893, 0.668, 0.011, 0.931),
     ("eval_callers.yaml", 0.3, 0.879, 0.621, 0.018, 0.914),
 ]
 

@@ -72,6 +72,18 @@ LISTENING = (MENU, AFTER_ANSWER, CONFIRM)
 # a voice command counts when the caller's words hold it and at most this many words besides
 _COMMAND_SLACK = 3
 _TOPIC_LEADS = frozenset({"về", "phần", "mục", "chủ", "đề", "hỏi", "vấn"})
+# the words of the request a caller says before a topic name ("tôi muốn hỏi về", "cho tôi hỏi về", "em cần hỗ
+# trợ về", "mình muốn biết thêm về", "tôi có câu hỏi về"): who asks, asking, wanting, and what the help is
+# called. Never a negation or a content word: "không có sinh trắc học" is a question, not a topic.
+_REQUEST_WORDS = frozenset(
+    """
+    tôi em mình anh chị bạn tớ cháu con chúng ta bác cô chú ông bà
+    cho muốn cần xin được nhờ giúp hộ giùm hỏi biết thêm có câu hỗ trợ tư vấn hướng dẫn đỡ
+    một chút tí xíu chi tiết ít vui lòng làm ơn với là thì cái các những
+    """.split()
+)
+# ... and the words a caller ends on after the name ("về mật khẩu thôi", "về sinh trắc học một chút")
+_TOPIC_TAILS = frozenset({"thôi", "với", "một", "chút", "tí", "xíu", "đó", "này", "ấy", "nhé"})
 
 
 def _topic_names(menu: MenuNode) -> dict[str, str]:
@@ -543,12 +555,15 @@ class Dialogue:
         return next((n for n in (self.menu.options or {}).values() if n.topic_id == topic_id and n.is_menu), None)
 
     def _spoken_topic(self, text: str) -> MenuNode | None:
-        """The topic menu whose name the caller said, alone ("mật khẩu", "về sinh trắc học ạ")."""
+        """The topic menu whose name the caller said, alone ("mật khẩu", "về sinh trắc học ạ") or after a
+        request ("tôi muốn hỏi về mật khẩu", "cho tôi hỏi về sinh trắc học", "em cần hỗ trợ về mã PIN")."""
         from ivr.language.normalize import normalize
 
         words = normalize(text).split()
-        while words and words[0] in _TOPIC_LEADS:
+        while words and (words[0] in _TOPIC_LEADS or words[0] in _REQUEST_WORDS):
             words = words[1:]
+        while words and words[-1] in _TOPIC_TAILS:
+            words = words[:-1]
         topic_id = self._topic_names.get(" ".join(words))
         return self._topic_node(topic_id) if topic_id else None
 

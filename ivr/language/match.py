@@ -51,6 +51,15 @@ STOPWORDS = frozenset(
 )
 _FOLDED_STOPWORDS = frozenset(fold(w) or w for w in STOPWORDS)
 
+# Words that ask for help without saying about what ("tôi cần hỗ trợ", "tôi có vấn đề", "cần tư vấn"). They
+# keep their weight in the overlap (FAQ 7 is about phones that "không hỗ trợ sinh trắc học"), but on their
+# own they are weak evidence: toward the evidence of a match they count at ``generic_word_share``, so that a
+# question whose only content they are is never answered outright, and usually not even confirmed.
+GENERIC_WORDS = (
+    "hỗ trợ", "trợ giúp", "giúp đỡ", "vấn đề", "thắc mắc", "tư vấn", "câu hỏi", "hướng dẫn", "sự cố",
+    "trục trặc",
+)
+
 DEFAULTS = {
     "answer_threshold": 0.70,
     "confirm_threshold": 0.48,
@@ -78,6 +87,7 @@ DEFAULTS = {
     "weight_scale": 9,  # repeats per unit of weight in the encoded bags (resolution of the weights)
     "max_candidates": 400,  # phrasings rescored after the first pass (large FAQs)
     "doubtful_word_conf": 0.0,  # recognised words below this confidence count as near words (weakly)
+    "generic_word_share": 1.0,  # share of a generic word's weight (GENERIC_WORDS) in the evidence of a match
 }
 
 
@@ -93,7 +103,7 @@ _RANGES = {
     "unknown_word_weight": (0.0, 100.0), "near_word_weight": (0.0, 1.0), "fold_factor": (0.0, 1.0),
     "sound_factor": (0.0, 1.0), "fuzzy_gate": (0.0, 100.0), "evidence_scale": (0.01, 100.0),
     "pair_weight": (0.0, 100.0), "weight_scale": (1, 1000), "max_candidates": (1, 1_000_000),
-    "doubtful_word_conf": (0.0, 1.0),
+    "doubtful_word_conf": (0.0, 1.0), "generic_word_share": (0.0, 1.0),
 }
 
 
@@ -140,9 +150,12 @@ class _Corpus:
     LCSseq. Weights (IDF) are computed over the FAQ's entries; words only out-of-scope phrasings use weigh as
     a word unique to one entry."""
 
-    def __init__(self, texts: list[str], owners: list[int], stopwords: frozenset[str], settings: dict):
+    def __init__(self, texts: list[str], owners: list[int], stopwords: frozenset[str], settings: dict,
+                 generic: list[str] = ()):
         self.texts = texts
         self.stopwords = stopwords
+        # GENERIC_WORDS in this corpus's form, longest first
+        self.generic = sorted({tuple(g.split()) for g in generic if g.split()}, key=len, reverse=True)
         self.pair_weight = float(settings["pair_weight"])
         self.scale = float(settings["weight_scale"])
         self.unknown = float(settings["unknown_word_weight"])
@@ -175,6 +188,27 @@ class _Corpus:
         pairs = [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)
                  if a not in self.stopwords and b not in self.stopwords]
         return list(dict.fromkeys(content + pairs))
+
+    def generic_positions(self, words: list[str]) -> frozenset[int]:
+        """Positions of ``words`` that belong to a generic word ("hỗ trợ", "vấn đề")."""
+        found: set[int] = set()
+        for g in self.generic:
+            n = len(g)
+            for i in range(len(words) - n + 1):
+                if tuple(words[i:i + n]) == g:
+                    found.update(range(i, i + n))
+        return frozenset(found)
+
+    def generic_features(self, words: list[str], positions: frozenset[int]) -> set[str]:
+        """The features of ``words`` that rest on a word at ``positions``: those words (unless said elsewhere
+        too) and every pair one of them is part of ("tôi có vấn đề": "vấn", "đề", "có vấn", "vấn đề")."""
+        if not positions:
+            return set()
+        pairs = [(i, f"{a} {b}") for i, (a, b) in enumerate(zip(words, words[1:], strict=False))]
+        inside = {words[i] for i in positions} | {x for i, x in pairs if i in positions or i + 1 in positions}
+        outside = {w for i, w in enumerate(words) if i not in positions}
+        outside |= {x for i, x in pairs if i not in positions and i + 1 not in positions}
+        return inside - outside
 
     def near(self, word: str) -> str | None:
         """The known word one edit away from ``word`` (the heaviest if several), or None."""
@@ -266,11 +300,12 @@ class Matcher:
                 phrasings.append(text)
         self.owners = owners
         normed = [normalize(t) for t in phrasings]
-        self.norm = _Corpus(normed, owners, STOPWORDS, s)
-        self.fold = _Corpus([fold(t) for t in normed], owners, _FOLDED_STOPWORDS, s)
+        generic = [normalize(g) for g in GENERIC_WORDS]
+        self.norm = _Corpus(normed, owners, STOPWORDS, s, generic)
+        self.fold = _Corpus([fold(t) for t in normed], owners, _FOLDED_STOPWORDS, s, [fold(g) for g in generic])
         content_keys = {sound_key(w) for t in normed for w in t.split() if w not in STOPWORDS}
         sound_stop = frozenset(sound_key(w) for w in STOPWORDS) - content_keys
-        self.sound = _Corpus([sound_keys(t) for t in normed], owners, sound_stop, s)
+        self.sound = _Corpus([sound_keys(t) for t in normed], owners, sound_stop, s, [sound_keys(g) for g in generic])
         self.entry_ids = [e.id for e in faq.entries]
         self.oos_word_factor = float(s["out_of_scope_word_factor"])
         self.oos_floor = float(s["out_of_scope_floor"])
@@ -293,9 +328,11 @@ class Matcher:
         """Score of every phrasing (index -> [0, 1]) that shares anything with ``text`` (only the phrasings
         ``among`` when given: the candidates another form of the text found)."""
         s = self.settings
+        generic_at = corpus.generic_positions(text.split())
         words, weak = corpus.correct(text, doubtful)
         text = " ".join(words)
-        bag, unknown = corpus.encode(corpus.features(words), weak)
+        feats = corpus.features(words)
+        bag, unknown = corpus.encode(feats, weak)
         q_size = len(bag) + unknown
         if q_size <= 0:
             return {}
@@ -310,8 +347,17 @@ class Matcher:
         if not idx:
             return {}
         sub = {i: corpus.texts[i] for i in idx}
-        overlaps = {h[2]: h[1] for h in process.extract(bag, {i: corpus.bags[i] for i in idx},
-                                                        scorer=LCSseq.similarity, processor=None, limit=None)}
+        bags = {i: corpus.bags[i] for i in idx}
+        overlaps = {h[2]: h[1] for h in process.extract(bag, bags, scorer=LCSseq.similarity, processor=None,
+                                                        limit=None)}
+        # the overlap without the generic words: they count at generic_share toward the evidence
+        generic = corpus.generic_features(words, generic_at)
+        share = float(s["generic_word_share"])
+        specific = overlaps
+        if generic and share < 1.0:
+            spec_bag = corpus.encode([f for f in feats if f not in generic], weak)[0]
+            specific = {h[2]: h[1] for h in process.extract(spec_bag, bags, scorer=LCSseq.similarity,
+                                                            processor=None, limit=None)}
         set_r = {h[2]: h[1] for h in process.extract(text, sub, scorer=fuzz.token_set_ratio, processor=None,
                                                       limit=None)}
         sort_r = {h[2]: h[1] for h in process.extract(text, sub, scorer=fuzz.token_sort_ratio, processor=None,
@@ -336,7 +382,8 @@ class Matcher:
             fuzzy = (0.5 * set_r[i] + 0.5 * sort_r[i]) / 100.0
             # fuzzy similarity only vouches for as much as the caller's words are covered
             # little matched weight (one shared word) is weak evidence however well it covers the phrasing
-            evidence = 1.0 - math.exp(-inter / tau) if tau > 0 else 1.0
+            sure = specific[i] + share * (inter - specific[i])
+            evidence = 1.0 - math.exp(-sure / tau) if tau > 0 else 1.0
             out[i] = (w_overlap * f + (1 - w_overlap) * fuzzy * cq ** gate) * evidence
         return out
 

@@ -298,14 +298,28 @@ _CANON_RE, _CANON_TABLE = _canonical_regex(folded=False)
 _FOLDED_CANON_RE, _FOLDED_CANON_TABLE = _canonical_regex(folded=True)
 
 
+# Grammatical words a caller says all the time. A sound-alike match of a two-syllable form never takes one of
+# them for a slip of the form's own spelling: "về mật khẩu", "vì mất máy" and "về mặt" sound like "vê mát"
+# (vsmart) and are ordinary speech. (A form that spells such a word itself, as "không nhớ" does, still matches.)
+_FUNCTION_WORDS = frozenset(
+    """
+    về vì và với là thì mà của cho có không để nên hay hoặc nhưng đã sẽ đang bị được này đó kia ấy các những
+    một cũng vẫn còn rồi ở từ tới đến lại ra vào lên xuống đi khi nếu sao nào gì ai tôi em anh chị mình
+    """.split()
+)
+
+
 @cache
-def _fuzzy_table() -> tuple[dict[tuple[str, ...], str], int]:
+def _fuzzy_table() -> tuple[dict[tuple[str, ...], str], int, dict[tuple[str, ...], frozenset[tuple[str, ...]]]]:
     """Sound-alike keys of every multi-syllable form of ``CANONICAL`` -> its canonical form. A form of four
-    syllables or more also matches with one inner syllable missing ("sờ mát xê a" heard "sờ mát a")."""
+    syllables or more also matches with one inner syllable missing ("sờ mát xê a" heard "sờ mát a").
+
+    Also the spellings of each two-syllable form, by key (see ``_FUNCTION_WORDS``)."""
     from ivr.language.phonetic import key
 
     exact: dict[tuple[str, ...], str] = {}
     dropped: dict[tuple[str, ...], str] = {}
+    spelled: dict[tuple[str, ...], set[tuple[str, ...]]] = {}
     for canon, variants in CANONICAL.items():
         for v in (canon, *variants):
             words = v.split()
@@ -313,26 +327,37 @@ def _fuzzy_table() -> tuple[dict[tuple[str, ...], str], int]:
                 continue
             k = tuple(key(w) for w in words)
             exact.setdefault(k, canon)
+            if len(words) == 2:
+                spelled.setdefault(k, set()).add(tuple(words))
             if len(words) >= 4:
                 for i in range(1, len(words) - 1):
                     dropped.setdefault(k[:i] + k[i + 1:], canon)
     table = {**dropped, **exact}
-    return table, max(len(k) for k in table)
+    return table, max(len(k) for k in table), {k: frozenset(v) for k, v in spelled.items()}
+
+
+def _takes_a_function_word(heard: list[str], forms: frozenset[tuple[str, ...]]) -> bool:
+    """True when every spelling in ``forms`` would read a grammatical word of ``heard`` as a slip."""
+    return all(any(h != f and h in _FUNCTION_WORDS for h, f in zip(heard, form, strict=True)) for form in forms)
 
 
 def fuzzy_canonical(text: str) -> str:
     """Multi-syllable spellings of ``CANONICAL`` recognised by sound: "pát guốc" -> "mật khẩu", "sờ mát sê
-    a" -> "smartca", "khôn nhớ" -> "quên" (tones, d/gi/r/v, s/x, ch/tr, n/l, n/ng, t/c confused)."""
+    a" -> "smartca", "khôn nhớ" -> "quên" (tones, d/gi/r/v, s/x, ch/tr, n/l, n/ng, t/c confused), but not
+    through a grammatical word of a two-syllable form: "về mật khẩu" stays."""
     from ivr.language.phonetic import key
 
-    table, longest = _fuzzy_table()
+    table, longest, spelled = _fuzzy_table()
     words = text.split()
     keys = [key(w) for w in words]
     out = []
     i = 0
     while i < len(words):
         for n in range(min(longest, len(words) - i), 1, -1):
-            canon = table.get(tuple(keys[i:i + n]))
+            k = tuple(keys[i:i + n])
+            canon = table.get(k)
+            if canon is not None and n == 2 and _takes_a_function_word(words[i:i + 2], spelled[k]):
+                canon = None
             if canon is not None:
                 out.append(canon)
                 i += n
