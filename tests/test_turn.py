@@ -125,3 +125,4 @@ def test_bad_end_of_turn_is_named(bad):
 def test_bad_frame_is_named():
     with pytest.raises(IvrError, match="20 ms frames"):
         TurnGate(8000).feed(np.zeros(100, np.int16))
+

@@ -57,6 +57,7 @@ EXPECT_KINDS = ("answer", "confirm", "prompt", "transfer", "hangup", "no_match")
 MAX_TURN_S = 180.0  # virtual seconds a turn may take before the case fails (an IVR that never listens)
 MAX_SILENCE_S = 120.0
 SAY_SECONDS_PER_WORD = 0.3
+LINE_BEFORE_FRAMES = 10  # a call's first 200 ms are the line, not the caller's voice
 SPEECH_LEVEL_DBFS = -30.0  # the caller's "voice" while a scripted utterance is spoken (noise at this level)
 KEY_CHARS = set("0123456789*#ABCD")
 
@@ -336,6 +337,8 @@ class ScriptedCall:
     def say(self, text: str, confidence: float) -> None:
         words = len(text.split())
         frames = int(max(0.6, words * SAY_SECONDS_PER_WORD) * 50)
+        while self.k < LINE_BEFORE_FRAMES and not self.over:  # the voice-activity gate learns the line's
+            self.step(np.zeros(FRAME, np.int16))               # background before the caller's first word
         real = self.s.caller.recognizer
         self.s.caller.recognizer = ScriptedRecognizer(text, confidence, frames)
         amp = 32768 * 10 ** (SPEECH_LEVEL_DBFS / 20) * np.sqrt(2)
