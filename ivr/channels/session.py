@@ -184,8 +184,9 @@ class CallSession:
                 self._events(self.caller.decode())  # words of turns already ended reach the dialogue
                 last = self.caller.finish(t) if not self.call.ended else None
                 if isinstance(last, SpeechFinal):
+                    extra = {"lag_ms": last.lag_ms} if last.lag_ms is not None else {}
                     self.call.note(t, "heard", text=last.text, confidence=round(last.confidence, 3), final=True,
-                                   after_hangup=True)
+                                   after_hangup=True, **extra)
                 elif isinstance(last, EngineFailed):
                     self.call.fail(t, "hangup", last.error, polite=False)
                 self.call.send(CallerHangup(t=t))
