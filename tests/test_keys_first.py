@@ -178,3 +178,23 @@ def test_sip_admission_by_decoding_lag(res_ko, tmp_path, when_busy):
         a.close()
         b.close()
         srv.close()
+
+
+def test_words_decoded_after_a_later_key_do_not_undo_it(res_ko, tmp_path):
+    """Decoding lags: the caller's question is decoded only after they pressed a key. The key was acted on
+    at once; the late words are logged, not sent to the dialogue."""
+    s = CallSession(res_ko, call_id="late", sample_rate=RATE, defer_decode=True)
+    s.start(0.0)
+    x = np.concatenate([np.zeros(RATE, np.int16), _speech(tmp_path, 2.0), np.zeros(RATE * 2, np.int16)])
+    n = len(x) // 160
+    for k in range(n):
+        s.feed_audio(x[k * 160:(k + 1) * 160], k * 0.02)
+        s.ivr_audio(160, (k + 1) * 0.02)
+    assert s.decode_backlog > 0
+    s.feed_digit("1", n * 0.02)  # topic 1, after the words, before they are decoded
+    s.ivr_audio(160, n * 0.02)
+    menu = [e for e in s.events if e["type"] == "menu"]
+    s.decode()
+    heard = [e for e in s.events if e["type"] == "heard"]
+    assert menu and heard and all(e.get("superseded_by_key") for e in heard)
+    assert not [e for e in s.events if e["type"] == "speech"]  # the dialogue never took the late words

@@ -36,7 +36,7 @@ import numpy as np
 
 from ivr.channels.resources import Resources
 from ivr.core.call import MAX_ERRORS
-from ivr.core.events import CallerHangup, Digit, EndCall, SpeechFinal, TransferFailed
+from ivr.core.events import CallerHangup, Digit, EndCall, SpeechFinal, SpeechPartial, TransferFailed
 from ivr.media.caller_audio import MAX_ASR_ERRORS, CallerAudio, EngineFailed, SpeechOff
 from ivr.media.turn import TurnSettings
 
@@ -67,6 +67,7 @@ class CallSession:
                                        on_record=self.calllog.write if self.calllog else None)
         self._t = 0.0
         self._listen = None  # the dialogue's Listen the end-of-turn rule was set for
+        self._key_t = float("-inf")  # call time of the caller's latest key
         if not speech and resources.model is not None:
             self.call.dialogue.keys_only = True  # keypad greeting
             self.call.note(0.0, "speech_off", reason="the line is busy: keys only for this call")
@@ -161,6 +162,7 @@ class CallSession:
             if d not in VALID_KEYS:
                 self.call.note(t, "bad_key", digit=str(digit)[:8])
                 return
+            self._key_t = max(self._key_t, float(t))
             self.call.send(Digit(d, t=t, via="signal"))
             self._tick(t)
 
@@ -214,7 +216,14 @@ class CallSession:
             elif isinstance(ev, SpeechOff):
                 self.call.speech = False
                 self.call.note(ev.t, "speech_off", reason=ev.reason)
+            elif isinstance(ev, SpeechPartial | SpeechFinal) and ev.t < self._key_t:
+                # decoded late, from before a key the caller pressed since: the key was acted on, keys win
+                if isinstance(ev, SpeechFinal):
+                    self.call.note(ev.t, "heard", text=ev.text, confidence=round(ev.confidence, 3),
+                                   superseded_by_key=True, **({"lag_ms": ev.lag_ms} if ev.lag_ms is not None else {}))
             else:
+                if isinstance(ev, Digit):
+                    self._key_t = max(self._key_t, ev.t)
                 self.call.send(ev)
         self._sync_turn()
 
@@ -230,7 +239,8 @@ class CallSession:
         self._t = max(self._t, float(t))
         if self.calllog is not None:
             self.calllog.tick(t)
-        if not self.caller.backlog:  # no timer fires while the caller's words wait to be decoded
+        # no no-input timer fires while the caller's words wait to be decoded (a key entry's timer does)
+        if not self.caller.backlog or self.call.dialogue.waiting_for not in ("no_input", "speaking"):
             self.call.tick(t)
         self._sync_turn()
         self._after()

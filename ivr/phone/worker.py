@@ -45,7 +45,7 @@ log = logging.getLogger("ivr.phone.worker")
 
 FRAME_SAMPLES = 160  # 20 ms at 8 kHz
 PREFETCH = 3  # frames prepared ahead of the clock (60 ms)
-DECODE_CHUNK = 5  # speech frames decoded before the thread looks at other calls' keys and frames again
+DECODE_CHUNK = 3  # speech frames decoded before the thread looks at other calls' keys and frames again
 
 SessionFactory = Callable[..., Any]  # (call_id, channel[, speech=False]) -> CallSession
 
@@ -152,10 +152,15 @@ class WorkerPool:
             with self._cv:
                 while not self._fast and not self._slow:
                     self._cv.wait()
+                decode = not self._fast
                 worker = self._fast.popleft() if self._fast else self._slow.popleft()
             if worker is None:
                 return
-            worker._run_some(self.batch)
+            worker._run_some(self.batch, decode)
+
+    def busy(self) -> bool:
+        """Calls wait with keys or frames to handle (decoding then waits)."""
+        return bool(self._fast)
 
     def close(self) -> None:
         for _ in self._threads:
@@ -359,15 +364,18 @@ class SessionWorker:
             self.finished.set_result(None)
 
     # -- pool thread side -------------------------------------------------------------------------
-    def _run_some(self, limit: int) -> None:
-        """Run by a pool thread taken from either line: control jobs, then media jobs (up to ``limit`` in
-        all), then, if none is left, one chunk of speech decoding. Then back in the right line."""
+    def _run_some(self, limit: int, decode: bool = True) -> None:
+        """Run by a pool thread taken from either line (``decode``: from the decoding line): control jobs,
+        then media jobs (up to ``limit`` in all), then, if none is left and no other call waits with keys
+        or frames, one chunk of speech decoding. Then back in the right line."""
         with self._lock:
+            if decode:
+                self._queued_decode = False
+            else:
+                self._queued = False
             if self._running or self._closed:
                 return  # another thread has this call; it reschedules when done
             self._running = True
-            self._queued = False
-            self._queued_decode = False
         ran = 0
         while ran < limit:
             with self._lock:
@@ -382,22 +390,23 @@ class SessionWorker:
                 self._close()
                 return
             self._job(job)
-        if ran < limit:  # nothing else to do: decode a little of the speech waiting
+        if ran < limit and not self._pool.busy():  # nothing else waits: decode a little of the speech
             self._decode_some()
         with self._lock:
             self._running = False
             if self._closed:
                 return
             if self._control or self._media:
-                fast = True
+                if self._queued:
+                    return
+                fast = self._queued = True
             elif self._backlog() > 0:
+                if self._queued_decode:
+                    return
                 fast = False
+                self._queued_decode = True
             else:
                 return
-            if fast:
-                self._queued = True
-            else:
-                self._queued_decode = True
         self._pool.schedule(self, decode=not fast)
 
     def _close(self) -> None:
