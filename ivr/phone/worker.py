@@ -14,8 +14,9 @@ Control before data (pipecat's system frames jump the queue). A call's jobs are 
 3. decoding: the session's ``decode_backlog`` (speech frames the gate let through), decoded a few frames
    (``DECODE_CHUNK``) at a time, only when lanes 1 and 2 are empty; the recogniser may lag behind.
 
-The pool's threads take calls with control or media work before calls with only decoding to do, so a key
-or an IVR frame of one call waits at most for one decoding chunk of another call (Vosk releases the
+The pool's call threads take only calls with control or media work; its decoder threads (one per core)
+take calls with speech to decode, ``DECODE_CHUNK`` frames at a time. A key or an IVR frame of a call waits
+at most for one decoding chunk of that same call, never for other calls' decoding (Vosk releases the
 interpreter lock while it decodes). ``WorkerPool.decode_lag()`` measures how far decoding is behind (the
 oldest undecoded frame's wait, wall clock): admission (ivr/phone/admission.py) reads it.
 
@@ -114,21 +115,25 @@ MediaJob = Audio | Read
 class WorkerPool:
     """A few threads that run the calls' session jobs; each call's jobs run one at a time.
 
-    Calls with control or media work wait in one line, calls with only speech to decode in another; a free
-    thread serves the first line first. One thread per call would have every call thread compete with the
+    Calls with control or media work wait in one line, served by the call threads; calls with speech to
+    decode in another, served by the decoder threads. One thread per call would have every call thread compete with the
     event loop for the interpreter lock at every 20 ms tick; with a small pool the loop waits for at most
     a few of them.
     """
 
-    def __init__(self, threads: int | None = None, batch: int = 8):
+    def __init__(self, threads: int | None = None, batch: int = 8, decoders: int | None = None):
         self.size = threads or max(2, min(4, os.cpu_count() or 2))
+        self.decoders = decoders or max(1, os.cpu_count() or 2)
         self.batch = batch  # control/media jobs of one call run before the thread moves on (fairness)
         self._cv = threading.Condition()
         self._fast: deque = deque()
         self._slow: deque = deque()
+        self._closed = False
         self._workers: weakref.WeakSet = weakref.WeakSet()
-        self._threads = [threading.Thread(target=self._run, name=f"call-worker-{i}", daemon=True)
+        self._threads = [threading.Thread(target=self._run, args=(False,), name=f"call-worker-{i}", daemon=True)
                          for i in range(self.size)]
+        self._threads += [threading.Thread(target=self._run, args=(True,), name=f"call-decoder-{i}", daemon=True)
+                          for i in range(self.decoders)]
         for thread in self._threads:
             thread.start()
 
@@ -139,7 +144,7 @@ class WorkerPool:
     def schedule(self, worker: SessionWorker, decode: bool = False) -> None:
         with self._cv:
             (self._slow if decode else self._fast).append(worker)
-            self._cv.notify()
+            self._cv.notify_all()
 
     def decode_lag(self) -> float:
         """Seconds (wall clock) the oldest speech frame waiting to be decoded, in any call, has waited."""
@@ -147,24 +152,27 @@ class WorkerPool:
             workers = list(self._workers)
         return max((w.decode_lag() for w in workers), default=0.0)
 
-    def _run(self) -> None:
+    def _run(self, decoder: bool) -> None:
+        """A call thread takes calls with keys or frames to handle; a decoder thread, calls with speech to
+        decode (a few frames, then the call goes back in line)."""
+        line = self._slow if decoder else self._fast
         while True:
             with self._cv:
-                while not self._fast and not self._slow:
+                while not line and not self._closed:
                     self._cv.wait()
-                decode = not self._fast
-                worker = self._fast.popleft() if self._fast else self._slow.popleft()
-            if worker is None:
-                return
-            worker._run_some(self.batch, decode)
+                if self._closed:
+                    return
+                worker = line.popleft()
+            worker._run_some(self.batch, decoder)
 
     def busy(self) -> bool:
-        """Calls wait with keys or frames to handle (decoding then waits)."""
+        """Calls wait with keys or frames to handle."""
         return bool(self._fast)
 
     def close(self) -> None:
-        for _ in self._threads:
-            self.schedule(None)
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
 
 
 _default_pool: WorkerPool | None = None
@@ -365,9 +373,9 @@ class SessionWorker:
 
     # -- pool thread side -------------------------------------------------------------------------
     def _run_some(self, limit: int, decode: bool = True) -> None:
-        """Run by a pool thread taken from either line (``decode``: from the decoding line): control jobs,
-        then media jobs (up to ``limit`` in all), then, if none is left and no other call waits with keys
-        or frames, one chunk of speech decoding. Then back in the right line."""
+        """Run by a pool thread taken from either line (``decode``: a decoder thread): control jobs, then
+        media jobs (up to ``limit`` in all), then, on a decoder thread, one chunk of speech decoding. Then
+        back in the line(s) of what is left to do."""
         with self._lock:
             if decode:
                 self._queued_decode = False
@@ -390,24 +398,20 @@ class SessionWorker:
                 self._close()
                 return
             self._job(job)
-        if ran < limit and not self._pool.busy():  # nothing else waits: decode a little of the speech
+        if decode and ran < limit:  # a decoder thread: a little of the speech waiting
             self._decode_some()
         with self._lock:
             self._running = False
             if self._closed:
                 return
-            if self._control or self._media:
-                if self._queued:
-                    return
-                fast = self._queued = True
-            elif self._backlog() > 0:
-                if self._queued_decode:
-                    return
-                fast = False
-                self._queued_decode = True
-            else:
-                return
-        self._pool.schedule(self, decode=not fast)
+            fast = bool(self._control or self._media) and not self._queued
+            slow = self._backlog() > 0 and not self._queued_decode
+            self._queued |= fast
+            self._queued_decode |= slow
+        if fast:
+            self._pool.schedule(self)
+        if slow:
+            self._pool.schedule(self, decode=True)
 
     def _close(self) -> None:
         with self._lock:
