@@ -10,7 +10,7 @@
   caller says a recorded question (tests/fixtures/audio/question_*.wav, each at two moments over the
   greeting); from the end of its last voiced 20 ms frame (the project's VAD) to the first IVR frame with
   sound of the reply, p50/p99; with the recogniser's part (end of speech -> its final, the ``heard`` event)
-  and which rule ended the utterance (the session's quiet rule or the recogniser's endpointer).
+  and what ended the turn (the voice-activity gate's end-of-turn rule, or the hang-up).
 
 Usage: .venv/bin/python benchmarks/bench_call.py [--voice-only]
 """
@@ -145,14 +145,14 @@ def voice_turns() -> None:
             rows.append(spoken_call(res, speech, voice_end, speak_at, f"v-{path.stem}-{speak_at}"))
     v2v = [r["v2v"] for r in rows if r["v2v"] is not None]
     finals = [r["final"] for r in rows if r["final"] is not None]
-    ends = {k: sum(r["end"] == k for r in rows) for k in ("quiet", "recogniser")}
+    ends = {k: sum(r["end"] == k for r in rows) for k in ("turn", "hangup")}
     sim = sum(r["call_s"] for r in rows) / sum(r["wall"] for r in rows)
     print(f"voice-to-voice (caller's last voiced frame -> first IVR audio of the reply, call time, Korean model): "
           f"p50 {1000 * pct(v2v, 50):.0f} ms, p99 {1000 * pct(v2v, 99):.0f} ms, max {1000 * max(v2v):.0f} ms "
           f"(n={len(v2v)} of {len(rows)} calls)")
     print(f"  of which end of speech -> recogniser final: p50 {1000 * pct(finals, 50):.0f} ms, "
-          f"p99 {1000 * pct(finals, 99):.0f} ms; utterance ended by the quiet rule {ends['quiet']}, "
-          f"by the recogniser {ends['recogniser']}; simulated {sim:.1f}x real time")
+          f"p99 {1000 * pct(finals, 99):.0f} ms; turns ended by the end-of-turn rule {ends['turn']}, "
+          f"by the hang-up {ends['hangup']}; simulated {sim:.1f}x real time")
 
 
 def main() -> int:

@@ -21,6 +21,8 @@ of a menu path to an answer, and stays on the line until all N are up. Measured 
 - utterances recognised: ``heard`` events with text in the call logs;
 - decode lag p50/p99: caller's end of speech -> the ``heard`` event, in the session's call time (which is
   stamped with the audio's arrival, so it shows the end-of-turn rule and recogniser, not a worker backlog);
+- wall-clock decode lag p50/p99 (wlag): the ``heard`` event's ``lag_ms``, from the turn's last frame arriving
+  to its final (how far decoding is behind under load); keysonly: calls admitted keypad-first (busy line);
 - voice-to-voice p50/p99, measured by the caller: end of its last voiced frame -> first IVR packet with sound;
 - key-to-audio p50/p99 under load, measured by the caller: key-down packet sent -> first IVR packet with sound
   (the key is pressed while the IVR is quiet);
@@ -291,8 +293,8 @@ def run_voice_level(n: int, model: str, keys: str, faq_id: int, questions: list,
                 proc.kill()
         logs = call_logs(log_dir)
         results = [c.result for c in callers]
-        reached = heard = 0
-        lag, v2v = [], []
+        reached = heard = keys_only = 0
+        lag, v2v, wall_lag = [], [], []
         for c in callers:
             r = c.result
             events = logs.get(r.call_id, [])
@@ -305,6 +307,8 @@ def run_voice_level(n: int, model: str, keys: str, faq_id: int, questions: list,
                 reached += 1
             texts = [e for e in events if e.get("type") == "heard" and str(e.get("text", "")).strip()]
             heard += bool(texts)
+            wall_lag += [e["lag_ms"] / 1000 for e in events if e.get("type") == "heard" and "lag_ms" in e]
+            keys_only += any(e.get("type") == "speech_off" and "busy" in str(e.get("reason")) for e in events)
             if r.voice_end is None or r.t_ack is None:
                 continue
             end = r.voice_end - r.t_ack  # the caller's end of speech in the server's call time (t0 = ACK)
@@ -322,7 +326,7 @@ def run_voice_level(n: int, model: str, keys: str, faq_id: int, questions: list,
                 devs.extend(np.abs(np.diff(np.array(times)) * 1000 - 20.0))
         errors = [r.error for r in results if r.error]
         return {"calls": n, "answered": sum(r.answered for r in results), "reached": reached, "heard": heard,
-                "lag": lag, "v2v": v2v, "k2a": [r.key_to_audio for r in results],
+                "lag": lag, "v2v": v2v, "wall_lag": wall_lag, "keys_only": keys_only, "k2a": [r.key_to_audio for r in results],
                 "no_reply": sum(r.answered for r in results) - sum(x is not None for x in v2v),
                 "dev_p99": pct(devs, 99), "cpu_pct": 100 * cpu / wall, "span": span,
                 "client_cpu_pct": 100 * client_cpu / span, "drain_s": drain, "pacer_late_p99": pct(late, 99), "errors": errors[:3]}
@@ -339,7 +343,8 @@ def main_voice(args) -> int:
     print(f"speaking callers, 2 new a second: a question ({len(questions)} recordings), then keys {cap['keys']} "
           f"-> FAQ {cap['faq_id']}; times in ms")
     print(f"{'calls':>5} {'200 OK':>6} {'answer':>6} {'heard':>5} {'lag p50':>7} {'lag p99':>7} {'v2v p50':>7} "
-          f"{'v2v p99':>7} {'no rep':>6} {'k2a p50':>7} {'k2a p99':>7} {'RTP p99':>7} {'CPU%':>5} {'client%':>7}")
+          f"{'v2v p99':>7} {'no rep':>6} {'k2a p50':>7} {'k2a p99':>7} {'RTP p99':>7} {'CPU%':>5} {'client%':>7} "
+          f"{'wlag p50':>8} {'wlag p99':>8} {'keysonly':>8}")
     held = 0
     for n in [int(x) for x in args.levels.split(",")]:
         r = run_voice_level(n, args.model, cap["keys"], cap["faq_id"], questions)
@@ -347,7 +352,8 @@ def main_voice(args) -> int:
               f"{1000 * pct(r['lag'], 50):>7.0f} {1000 * pct(r['lag'], 99):>7.0f} "
               f"{1000 * pct(r['v2v'], 50):>7.0f} {1000 * pct(r['v2v'], 99):>7.0f} {r['no_reply']:>6} "
               f"{1000 * pct(r['k2a'], 50):>7.0f} {1000 * pct(r['k2a'], 99):>7.0f} {r['dev_p99']:>7.2f} "
-              f"{r['cpu_pct']:>5.0f} {r['client_cpu_pct']:>7.0f}", flush=True)
+              f"{r['cpu_pct']:>5.0f} {r['client_cpu_pct']:>7.0f} {1000 * pct(r['wall_lag'], 50):>8.0f} "
+              f"{1000 * pct(r['wall_lag'], 99):>8.0f} {r['keys_only']:>8}", flush=True)
         if r["drain_s"] > 1:
             print(f"      the server took {r['drain_s']:.0f} s after the last hang-up to catch up")
         if r["errors"]:

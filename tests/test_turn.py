@@ -125,3 +125,18 @@ def test_bad_end_of_turn_is_named(bad):
 def test_bad_frame_is_named():
     with pytest.raises(IvrError, match="20 ms frames"):
         TurnGate(8000).feed(np.zeros(100, np.int16))
+
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_noise_that_starts_with_the_voice_is_not_taken_for_more_words(rate):
+    """A line that is digital silence until the caller's audio begins, noisy from then on (a recording at
+    15 dB SNR): the turn still ends ``end_ms`` after the last word, not when the noise stops."""
+    speech = trimmed(HALVES[1][0] + " " + HALVES[1][1], rate)
+    noisy_part = noisy([0.5, speech, 2.0], rate, 15.0, seed=8)
+    x = np.concatenate([np.zeros(rate, np.int16), noisy_part])
+    turns, _, _ = run(TurnGate(rate), x)
+    start, end = 1.5, 1.5 + len(speech) / rate
+    assert not [t for t in turns if start + 0.1 < t[1] < end]  # no turn ends inside the sentence
+    assert end - 0.12 <= turns[-1][2] <= end + 0.1, (turns, end)
+    assert turns[-1][1] < end + 0.8

@@ -335,10 +335,10 @@ class ScriptedCall:
 
     def recording(self, audio: np.ndarray) -> None:
         """The caller's recorded sound, then quiet long enough for the end of their turn: the caller-audio
-        piece takes the recogniser's final after ``speech_end_s`` of quiet (the IVR may be listening all
+        piece ends the turn after its gate's ``end_ms`` of quiet (the IVR may be listening all
         the while, so waiting for it alone would stop before the words are final)."""
         self.feed(audio)
-        self.silence(self.s.caller.speech_end_s + END_OF_TURN_MARGIN_S)
+        self.silence(self.s.caller.gate.end_ms / 1000.0 + END_OF_TURN_MARGIN_S)
 
     def keys(self, keys: str) -> None:
         from ivr.media.dtmf import generate

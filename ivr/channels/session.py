@@ -36,15 +36,9 @@ import numpy as np
 
 from ivr.channels.resources import Resources
 from ivr.core.call import MAX_ERRORS
-from ivr.core.events import CallerHangup, Digit, EndCall, SpeechFinal, TransferFailed
-from ivr.media.caller_audio import (
-    MAX_ASR_ERRORS,
-    QUIET_DBFS,
-    SPEECH_END_S,
-    CallerAudio,
-    EngineFailed,
-    SpeechOff,
-)
+from ivr.core.events import CallerHangup, Digit, EndCall, SpeechFinal, SpeechPartial, TransferFailed
+from ivr.media.caller_audio import MAX_ASR_ERRORS, CallerAudio, EngineFailed, SpeechOff
+from ivr.media.turn import TurnSettings
 
 __all__ = ["MAX_ASR_ERRORS", "MAX_ERRORS", "CallSession", "Resources"]
 
@@ -56,7 +50,7 @@ class CallSession:
 
     def __init__(self, resources: Resources, call_id: str | None = None, sample_rate: int = 8000,
                  log_dir: Path | str | None = None, channel: str = "file", *,
-                 speech_end_s: float = SPEECH_END_S, quiet_dbfs: float = QUIET_DBFS):
+                 turn: TurnSettings | None = None, defer_decode: bool = False, speech: bool = True):
         self.resources = resources
         self.call_id = str(call_id) if call_id else uuid.uuid4().hex[:12]
         self.sample_rate = int(sample_rate)
@@ -66,13 +60,18 @@ class CallSession:
             from ivr.channels.calllog import CallLog
 
             self.calllog = CallLog(log_dir, self.call_id, channel)
-        self.caller = CallerAudio(self.sample_rate, resources.model, speech_end_s=speech_end_s,
-                                  quiet_dbfs=quiet_dbfs)
+        self.caller = CallerAudio(self.sample_rate, resources.model if speech else None, turn=turn,
+                                  defer=defer_decode)
         self.call = resources.new_call(sample_rate=self.sample_rate, call_id=self.call_id, channel=channel,
                                        speech=self.caller.speech, wall_clock=time.perf_counter,
                                        on_record=self.calllog.write if self.calllog else None)
         self._t = 0.0
-        if resources.speech_note:
+        self._listen = None  # the dialogue's Listen the end-of-turn rule was set for
+        self._key_t = float("-inf")  # call time of the caller's latest key
+        if not speech and resources.model is not None:
+            self.call.dialogue.keys_only = True  # keypad greeting
+            self.call.note(0.0, "speech_off", reason="the line is busy: keys only for this call")
+        elif resources.speech_note:
             self.call.note(0.0, "speech_off", reason=resources.speech_note)
 
     # -- public state ----------------------------------------------------------------------------------------
@@ -117,6 +116,7 @@ class CallSession:
         """The call is answered: the greeting is queued."""
         with self._guard(t, "start"):
             self.call.start(t)
+            self._sync_turn()
 
     def feed_audio(self, pcm, t: float, speech=None) -> None:
         """One frame of the caller's audio (mono int16 at ``sample_rate``); ``t`` is its first sample's time.
@@ -131,17 +131,27 @@ class CallSession:
                 self.call.fail(t, "feed_audio", exc)
                 return
             t_end = float(t) + len(x) / self.sample_rate
-            for ev in self.caller.feed(x, t, heard):
-                if self.call.ended:
-                    break
-                if isinstance(ev, EngineFailed):
-                    self.call.fail(ev.t, ev.where, ev.error, polite=False)
-                elif isinstance(ev, SpeechOff):
-                    self.call.speech = False
-                    self.call.note(ev.t, "speech_off", reason=ev.reason)
-                else:
-                    self.call.send(ev)
+            self._events(self.caller.feed(x, t, heard))
             self._tick(t_end)
+
+    def decode(self, max_frames: int | None = None, t: float | None = None) -> int:
+        """With ``defer_decode``: decode up to ``max_frames`` of the caller's speech waiting (all when None);
+        the partials and finals go to the call. Returns the frames still waiting. ``t``: the call time now
+        (for the timers, which wait while speech is still being decoded)."""
+        if self.call.ended:
+            self.caller.backlog.clear()
+            return 0
+        when = t if t is not None else self._t
+        with self._guard(when, "decode"):
+            self._events(self.caller.decode(max_frames))
+            if t is not None:
+                self._tick(t)
+        return len(self.caller.backlog)
+
+    @property
+    def decode_backlog(self) -> int:
+        """Frames of the caller's speech waiting to be decoded."""
+        return len(self.caller.backlog)
 
     def feed_digit(self, digit: str, t: float) -> None:
         """A key signalled out of band (RFC 4733 telephone-event, AudioSocket DTMF)."""
@@ -152,6 +162,7 @@ class CallSession:
             if d not in VALID_KEYS:
                 self.call.note(t, "bad_key", digit=str(digit)[:8])
                 return
+            self._key_t = max(self._key_t, float(t))
             self.call.send(Digit(d, t=t, via="signal"))
             self._tick(t)
 
@@ -172,10 +183,12 @@ class CallSession:
         """The caller hung up: the recogniser's last words are recorded, the call told, the log closed."""
         if not self.call.ended:
             with self._guard(t, "hangup"):
-                last = self.caller.finish(t)
+                self._events(self.caller.decode())  # words of turns already ended reach the dialogue
+                last = self.caller.finish(t) if not self.call.ended else None
                 if isinstance(last, SpeechFinal):
+                    extra = {"lag_ms": last.lag_ms} if last.lag_ms is not None else {}
                     self.call.note(t, "heard", text=last.text, confidence=round(last.confidence, 3), final=True,
-                                   after_hangup=True)
+                                   after_hangup=True, **extra)
                 elif isinstance(last, EngineFailed):
                     self.call.fail(t, "hangup", last.error, polite=False)
                 self.call.send(CallerHangup(t=t))
@@ -194,10 +207,42 @@ class CallSession:
 
     # -- internals -------------------------------------------------------------------------------------------
 
+    def _events(self, events) -> None:
+        for ev in events:
+            if self.call.ended:
+                break
+            if isinstance(ev, EngineFailed):
+                self.call.fail(ev.t, ev.where, ev.error, polite=False)
+            elif isinstance(ev, SpeechOff):
+                self.call.speech = False
+                self.call.note(ev.t, "speech_off", reason=ev.reason)
+            elif isinstance(ev, SpeechPartial | SpeechFinal) and ev.t < self._key_t:
+                # decoded late, from before a key the caller pressed since: the key was acted on, keys win
+                if isinstance(ev, SpeechFinal):
+                    self.call.note(ev.t, "heard", text=ev.text, confidence=round(ev.confidence, 3),
+                                   superseded_by_key=True, **({"lag_ms": ev.lag_ms} if ev.lag_ms is not None else {}))
+            else:
+                if isinstance(ev, Digit):
+                    self._key_t = max(self._key_t, ev.t)
+                self.call.send(ev)
+        self._sync_turn()
+
+    def _sync_turn(self) -> None:
+        """The end-of-turn quiet follows what the dialogue listens for now (a yes/no, a menu word...)."""
+        listen = self.call.listen
+        if listen is not self._listen:
+            self._listen = listen
+            if listen is not None:
+                self.caller.set_expect(listen.expect)
+
     def _tick(self, t: float) -> None:
+        self._t = max(self._t, float(t))
         if self.calllog is not None:
             self.calllog.tick(t)
-        self.call.tick(t)
+        # no no-input timer fires while the caller's words wait to be decoded (a key entry's timer does)
+        if not self.caller.backlog or self.call.dialogue.waiting_for not in ("no_input", "speaking"):
+            self.call.tick(t)
+        self._sync_turn()
         self._after()
 
     def _after(self) -> None:

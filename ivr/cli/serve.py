@@ -137,7 +137,12 @@ def options_from(args: argparse.Namespace):
         t2=number(None, "t2_seconds", 4.0, low=0.01, high=600),
         media_timeout=number(None, "media_timeout_seconds", 60, low=1),
         public_ip=conf.get("public_ip"),
+        max_decode_lag=number(None, "max_decode_lag_seconds", 1.0, low=0.05, high=600),
+        when_busy=str(conf.get("when_busy", "keys")),
     )
+    if opts.when_busy not in ("keys", "refuse"):
+        raise IvrError(f"{config.at(conf_path, conf, 'when_busy')}: when_busy = {opts.when_busy!r} is not "
+                       "keys or refuse", "write when_busy: keys (answer keypad-first) or when_busy: refuse (503)")
     ports = rtp_calls(*opts.rtp_ports)
     if ports < opts.max_calls:
         where = source(args.rtp_ports, "rtp_ports", "--rtp-ports")
@@ -200,8 +205,10 @@ def session_factory(args: argparse.Namespace, metrics=None):
     print(f"ivr serve: {counts.get('texts', 0)} prompts and answers ready "
           f"({counts.get('rendered', 0)} rendered now)", file=sys.stderr)
 
-    def factory(call_id: str, channel: str):
-        session = CallSession(resources, call_id=call_id, sample_rate=8000, log_dir=log_dir, channel=channel)
+    def factory(call_id: str, channel: str, speech: bool = True):
+        # decoding is deferred: the worker runs keys and the IVR's frames first, speech decoding behind them
+        session = CallSession(resources, call_id=call_id, sample_rate=8000, log_dir=log_dir, channel=channel,
+                              defer_decode=True, speech=speech)
         return watch(session, metrics)  # ivr.phone.metrics: counters from the call's log events
 
     return factory

@@ -22,6 +22,7 @@ from ivr.errors import IvrError
 SPEC: dict[str, tuple[str, Any]] = {
     "greet_long": ("text", set()),
     "greet_short": ("text", set()),
+    "greet_keys": ("text", set()),
     "main_menu": ("parts", {"option": {"key", "label"}, "operator": {"operator"}, "tail": set()}),
     "topic_menu": (
         "parts",

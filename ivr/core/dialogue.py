@@ -115,6 +115,7 @@ class Dialogue:
             faq, prompts, operator=self.settings.operator_enabled, operator_key=self.settings.operator_key
         )
         self.state = IDLE
+        self.keys_only = False  # speech is off for this call from the start (a busy line): keypad greeting
         self.node: MenuNode = self.menu  # the current keypad menu
         self.last_faq_id: int | None = None  # the answer just given (after_answer)
         self.confirm_id: int | None = None  # the entry being confirmed
@@ -125,7 +126,7 @@ class Dialogue:
         self._outstanding: dict[int, bool] = {}  # play_id -> barge_in, plays not yet finished
         self._typeahead: list[tuple[str, float]] = []  # keys pressed during a prompt that cannot be cut
         self._digits = ""  # a multi-key entry being collected
-        self._timer: tuple[str, float] | None = None  # ("no_input" | "inter_digit", due)
+        self._timer: tuple[str, float] | None = None  # ("no_input" | "speaking" | "inter_digit", due)
         self._next_play = 1
         self.counters: dict[str, int] = {
             "failures": 0,  # in a row (no match, invalid key, "no" to a confirmation)
@@ -151,7 +152,8 @@ class Dialogue:
 
     @property
     def waiting_for(self) -> str | None:
-        """What the deadline is for: "no_input" (silence after a prompt), "inter_digit" (a key entry), None."""
+        """What the deadline is for: "no_input" (silence after a prompt), "speaking" (the caller's words have
+        begun, their turn has not ended), "inter_digit" (a key entry), None."""
         return self._timer[0] if self._timer else None
 
     @property
@@ -318,11 +320,13 @@ class Dialogue:
     def _on_partial(self, text: str, t: float) -> list[Action]:
         if self.state not in LISTENING or not _has_words(text):
             return []
-        if self._timer and self._timer[0] == "no_input":  # the caller is talking: silence has not begun
-            self._timer = ("no_input", t + self.settings.timeout)
+        # the caller is talking: silence has not begun, and the dialogue waits for the end of the turn (the
+        # final); the deadline stays a no-input one should no final ever come
+        if self._timer and self._timer[0] in ("no_input", "speaking"):
+            self._timer = ("speaking", t + self.settings.timeout)
         if self._outstanding and self._can_barge():
             out = self._barge(t, "speech")
-            self._timer = ("no_input", t + self.settings.timeout)
+            self._timer = ("speaking", t + self.settings.timeout)
             return out
         return []
 
@@ -532,7 +536,8 @@ class Dialogue:
         if not self._outstanding:
             self._timer = ("no_input", t + self.settings.timeout)
         max_digits = min(self.settings.digit_max, self.node.max_key_length()) if self.state == MENU else 1
-        out.append(Listen(True, True, self.settings.timeout, self.settings.inter_digit_timeout, max_digits))
+        expect = {CONFIRM: "yes_no", AFTER_ANSWER: "menu"}.get(self.state, "question")
+        out.append(Listen(not self.keys_only, True, self.settings.timeout, self.settings.inter_digit_timeout, max_digits, expect))
         return out
 
     def _greet(self, t: float) -> list[Action]:
@@ -540,7 +545,8 @@ class Dialogue:
         self.node = self.menu
         main = self._node_spec(self.menu)
         out: list[Action] = [Log("call_started", {"t": t})]
-        return out + self._turn(t, [self._prompt("greet_long"), main], reprompt=[main])
+        greet = self._prompt("greet_keys" if self.keys_only else "greet_long")
+        return out + self._turn(t, [greet, main], reprompt=[main])
 
     def _to_main(self, t: float, lead: list[_Spec], greet: bool = False) -> list[Action]:
         self.state = MENU

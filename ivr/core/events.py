@@ -37,8 +37,10 @@ class SpeechPartial(_Event):
 
 @dataclass(frozen=True)
 class SpeechFinal(_Event):
-    """The caller's utterance. ``end``: what ended it ("recogniser", "quiet"); ``decode_ms``: the time the
-    recogniser took for the frame that gave it (both only for the call log)."""
+    """The caller's utterance. ``end``: what ended it ("turn": the end-of-turn rule, "hangup");
+    ``decode_ms``: recogniser time spent on the turn; ``lag_ms``: wall-clock time from the turn's last frame
+    arriving to this final (decoding behind under load shows here); ``voice_end``: call time of the end of
+    the caller's last word (voice-to-voice latency counts from it). All only for the call log."""
 
     text: str
     confidence: float = 1.0
@@ -46,6 +48,8 @@ class SpeechFinal(_Event):
     alternatives: tuple[tuple[str, float], ...] = ()
     end: str = field(default="", kw_only=True)
     decode_ms: float | None = field(default=None, kw_only=True)
+    lag_ms: float | None = field(default=None, kw_only=True)
+    voice_end: float | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -121,13 +125,16 @@ class StopPlayback(_Record):
 @dataclass(frozen=True)
 class Listen(_Record):
     """What the caller may do now: speak (``speech``), press keys (``digits``). ``timeout`` is the no-input
-    time counted from the end of the plays; ``max_digits`` the longest key entry at this point."""
+    time counted from the end of the plays; ``max_digits`` the longest key entry at this point. ``expect``:
+    what kind of answer is asked ("yes_no", "menu", "question", "open"); the caller-audio piece ends a spoken
+    turn sooner after a short answer (``ivr.media.turn.END_MS``)."""
 
     speech: bool
     digits: bool
     timeout: float
     inter_digit_timeout: float
     max_digits: int
+    expect: str = "question"
     KIND = "listen"
 
 

@@ -3,6 +3,7 @@
     caller = CallerAudio(sample_rate=8000, model=vosk_model_or_None)
     for event in caller.feed(frame, t):       # one frame of caller audio, ``t`` its first sample's time
         ...                                   # Digit, SpeechPartial, SpeechFinal, EngineFailed, SpeechOff
+    caller.set_expect("yes_no")               # what the dialogue listens for now: sets the end of turn
     caller.finish(t)                          # the caller hung up: the recogniser's last words, if any
 
 Keys: the DTMF receiver validates a key after about 31 ms of tone (``DtmfReceiver.pressed``); the ``Digit``
@@ -10,17 +11,26 @@ is made at that moment (not at key release), so a key stops the prompt within th
 in. While a key sounds (and two frames after), the recogniser hears silence instead (keypad tones are not
 speech).
 
-Speech: every frame goes to the Vosk recogniser (when a model is given). A ``speech`` frame can be given
+Speech: a voice-activity gate (``ivr.media.turn.TurnGate``) decides which frames the Vosk recogniser hears:
+nothing while nobody speaks (silence costs no decoding), and from each onset, with ``pre_roll_ms`` of audio
+before it so no word onset is lost, every frame of the turn until the turn ends. The recogniser is reset at
+each turn start, so a turn is decoded as if it were the start of a stream; a turn is decoded to its end by
+the recogniser that was set when it started. A ``speech`` frame can be given
 apart from the frame keys are detected on (the kiosk feeds its echo- and VAD-gated audio to the recogniser,
 and the raw microphone to the DTMF receiver).
 
-The end of an utterance is decided twice, whichever comes first: by the recogniser's own endpointer (Kaldi's
-trailing-silence rules), and here: once words were heard, ``speech_end_s`` of quiet caller audio (frames under
-``quiet_dbfs``) finish the recogniser and take its final. This rule is needed because the endpointer is not
-reproducible: Kaldi dithers every feature frame with noise seeded from the process-wide libc ``rand()``,
-whose state depends on all the audio any recogniser in the process decoded before. On quiet audio the dither
-is nearly all the features see, so the same call may end its utterance 1.4 s after the caller stopped, or
-2.5 s, or never. ``SpeechFinal.end`` says which rule ended it ("recogniser" or "quiet").
+End of turn: the gate's rule, ``end_ms`` of quiet after the caller's last speech-like frame (default 650 ms,
+above the 0.4-0.5 s pauses inside a sentence); ``set_expect`` shortens it for yes/no and menu words and
+lengthens it for open questions (``ivr.media.turn.END_MS``). Kaldi's own endpointer may cut the turn's
+decoding at an inner pause: its pieces are joined, so one turn gives one ``SpeechFinal`` (``end="turn"``).
+The rule is deterministic (same audio, same events), unlike Kaldi's endpointer, whose dither noise comes
+from the process-wide libc ``rand()``.
+
+Keys before speech (``defer=True``, the phone worker): ``feed`` runs only the cheap part, the DTMF
+receiver and the gate, and queues the gated frames; ``decode(max_frames)`` decodes the queue later, a few
+frames at a time, so a key never waits behind recognition. ``backlog`` is how many frames wait, ``lag()``
+how long (wall clock) the oldest has waited. Without ``defer`` every frame is decoded within ``feed``.
+``SpeechFinal.lag_ms`` is the wall-clock time from the frame that ended the turn arriving to its final.
 
 Engine failures are events too (``EngineFailed``): a failing recogniser is reset (rebuilt if that fails),
 and after ``MAX_ASR_ERRORS`` failures speech is off for the call (``SpeechOff``): keys still work.
@@ -29,16 +39,17 @@ and after ``MAX_ASR_ERRORS`` failures speech is off for the call (``SpeechOff``)
 from __future__ import annotations
 
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ivr.core.events import Digit, SpeechFinal, SpeechPartial
 from ivr.media.dtmf import DtmfReceiver
+from ivr.media.turn import END_MS, TurnGate, TurnSettings
 
 MAX_ASR_ERRORS = 3  # recogniser failures before speech is turned off for the call
-SPEECH_END_S = 1.5  # quiet caller audio after words that ends the utterance, if the recogniser has not
-QUIET_DBFS = -45.0  # caller frames below this RMS level count as quiet (line noise is about -60 dBFS)
 
 
 @dataclass(frozen=True)
@@ -59,22 +70,39 @@ class SpeechOff:
 CallerEvent = Digit | SpeechPartial | SpeechFinal | EngineFailed | SpeechOff
 
 
+@dataclass
+class _Gated:
+    """One frame the gate let through (or a turn's end with ``frame`` None), waiting to be decoded."""
+
+    frame: np.ndarray | None
+    t_end: float  # call time at the end of the frame it came with
+    wall: float  # wall clock when it arrived
+    start: bool = False
+    end: bool = False
+    voice_end: float | None = None  # with ``end``: call time of the end of the caller's last word
+
+
 class CallerAudio:
     """Keys and speech from one caller's audio. One thread at a time."""
 
-    def __init__(self, sample_rate: int, model=None, *, speech_end_s: float = SPEECH_END_S,
-                 quiet_dbfs: float = QUIET_DBFS):
+    def __init__(self, sample_rate: int, model=None, *, turn: TurnSettings | None = None, defer: bool = False,
+                 clock: Callable[[], float] = time.perf_counter):
         self.sample_rate = int(sample_rate)
         self.model = model
         self.dtmf = DtmfReceiver(self.sample_rate)
+        self.gate = TurnGate(self.sample_rate, turn)
+        self.defer = bool(defer)
+        self.clock = clock
         self.recognizer = None
         self.asr_errors = 0
-        self.speech_end_s = float(speech_end_s)
-        self._quiet_rms = 32768.0 * 10.0 ** (float(quiet_dbfs) / 20.0)
+        self.expect: str | None = None
+        self.backlog: deque[_Gated] = deque()
+        self.decoded = 0  # frames the recogniser heard (all turns)
         self._key_down: str | None = None  # key reported at press, its tone still sounding
         self._dtmf_quiet = 0  # frames to keep silencing the recogniser after a tone
-        self._utterance = False  # the recogniser has words of an utterance not yet final
-        self._voice_end = 0.0  # end time of the caller's last frame above the quiet level
+        self._rec = None  # the recogniser of the turn being decoded (the one that was set at its start)
+        self._pieces: list = []  # finals Kaldi's endpointer gave inside the current turn
+        self._decode_s = 0.0  # recogniser time spent on the current turn
         if model is not None:
             self._new_recognizer()
 
@@ -82,28 +110,74 @@ class CallerAudio:
     def speech(self) -> bool:
         return self.recognizer is not None
 
+    @property
+    def pending(self) -> bool:
+        """A turn is under way or waits to be decoded (the caller is not silent for the dialogue's timers)."""
+        return bool(self.backlog) or self.gate.in_turn
+
+    def lag(self, now: float | None = None) -> float:
+        """Wall-clock seconds the oldest frame waiting to be decoded has waited (0 when none waits)."""
+        try:
+            oldest = self.backlog[0]
+        except IndexError:
+            return 0.0
+        return max(0.0, (self.clock() if now is None else now) - oldest.wall)
+
+    def set_expect(self, expect: str | None) -> None:
+        """What the dialogue listens for now ("yes_no", "menu", "question", "open"): the end-of-turn quiet."""
+        if expect == self.expect:
+            return
+        self.expect = expect
+        self.gate.set_end_ms(END_MS.get(expect or "", self.gate.s.end_ms))
+
     def feed(self, frame: np.ndarray, t: float, speech: np.ndarray | None = None) -> list[CallerEvent]:
         """One frame (mono int16); ``t`` is its first sample's time. ``speech``: what the recogniser hears
         instead of ``frame`` (same length). Events are timed at the frame's end."""
         t_end = float(t) + len(frame) / self.sample_rate
         out: list[CallerEvent] = self._feed_dtmf(frame, t_end)
-        if self.recognizer is not None:
-            quiet = self._key_down is not None or self._dtmf_quiet > 0 or self.dtmf.pressed is not None
-            if self._dtmf_quiet > 0:
-                self._dtmf_quiet -= 1
-            heard = frame if speech is None else speech
-            out += self._feed_asr(np.zeros_like(heard) if quiet else heard, t_end)
+        quiet = self._key_down is not None or self._dtmf_quiet > 0 or self.dtmf.pressed is not None
+        if self._dtmf_quiet > 0:
+            self._dtmf_quiet -= 1
+        heard = frame if speech is None else speech
+        # the gate hears every frame (its noise floor follows the line even while speech is off)
+        self._gate(np.zeros_like(heard) if quiet else heard, t_end)
+        if not self.defer and self.backlog:
+            out += self.decode()
+        return out
+
+    def decode(self, max_frames: int | None = None) -> list[CallerEvent]:
+        """Decode frames waiting in ``backlog`` (all, or at most ``max_frames``): partials, finals."""
+        out: list[CallerEvent] = []
+        n = 0
+        while self.backlog and (max_frames is None or n < max_frames):
+            g = self.backlog.popleft()
+            if g.start:
+                self._rec = self.recognizer
+                out += self._turn_start(g.t_end)
+            if self._rec is None:
+                continue
+            if g.frame is not None:
+                n += 1
+                out += self._feed_asr(g.frame, g.t_end)
+            if g.end and self._rec is not None:
+                out += self._turn_end(g)
         return out
 
     def finish(self, t: float) -> SpeechFinal | EngineFailed | None:
-        """The caller is gone: the words the recogniser still holds, if any."""
-        if self.recognizer is None:
+        """The caller is gone: the words of the turn in progress, if any (decode the backlog first)."""
+        if self.recognizer is None and self._rec is None:
             return None
-        try:
-            last = self.recognizer.finish()
-        except Exception as exc:  # an engine failure: reported, the hang-up goes on
-            return EngineFailed("recognizer", exc, t=t)
-        return SpeechFinal(last.text, last.confidence, t=t, end="hangup") if last.text else None
+        step = self.gate.flush()
+        if step.turn_end:
+            self.backlog.append(_Gated(None, float(t), self.clock(), end=True, voice_end=float(t)))
+        last = None
+        for ev in self.decode():
+            if isinstance(ev, SpeechFinal | EngineFailed):
+                last = ev
+        if isinstance(last, SpeechFinal):
+            return SpeechFinal(last.text, last.confidence, last.alternatives, t=float(t), end="hangup",
+                               decode_ms=last.decode_ms, lag_ms=last.lag_ms)
+        return last
 
     # -- keys ------------------------------------------------------------------------------------------------
 
@@ -129,53 +203,87 @@ class CallerAudio:
 
     # -- speech ----------------------------------------------------------------------------------------------
 
+    def _gate(self, x: np.ndarray, t_end: float) -> None:
+        step = self.gate.feed(x)
+        if (not step.frames and not step.turn_end) or (self.recognizer is None and self._rec is None):
+            return
+        wall = self.clock()
+        n = len(step.frames)
+        for i, f in enumerate(step.frames):
+            self.backlog.append(_Gated(f, t_end, wall, start=step.turn_start and i == 0))
+        if step.turn_end:
+            # the gate counts time in frames fed; this frame ends at gate time frames * frame_s = t_end
+            voice_end = t_end - (self.gate.frames * self.gate.frame_s - step.voice_end)
+            if n:
+                g = self.backlog[-1]
+                g.end, g.voice_end = True, round(voice_end, 6)
+            else:
+                self.backlog.append(_Gated(None, t_end, wall, end=True, voice_end=round(voice_end, 6)))
+
     def _new_recognizer(self) -> None:
         from ivr.media.asr import Recognizer
 
         self.recognizer = Recognizer(self.model, self.sample_rate)
 
+    def _turn_start(self, t_end: float) -> list[CallerEvent]:
+        self._pieces = []
+        self._decode_s = 0.0
+        try:
+            self._rec.reset()  # each turn is decoded from a fresh stream
+        except Exception as exc:
+            return self._asr_failed(t_end, exc)
+        return []
+
     def _feed_asr(self, x: np.ndarray, t_end: float) -> list[CallerEvent]:
         wall = time.perf_counter()
         try:
-            ev = self.recognizer.feed(x)
+            ev = self._rec.feed(x)
         except Exception as exc:  # the recogniser is reset; repeated failures turn speech off
             return self._asr_failed(t_end, exc)
-        if len(x) and np.sqrt(np.mean(np.square(x, dtype=np.float64))) >= self._quiet_rms:
-            self._voice_end = t_end
+        finally:
+            self._decode_s += time.perf_counter() - wall
+            self.decoded += 1
         if ev is None:
-            if self._utterance and t_end - self._voice_end >= self.speech_end_s - 1e-9:
-                return self._end_utterance(t_end, wall)
             return []
         if ev.kind == "partial":
-            self._utterance = True
-            return [SpeechPartial(ev.text, t=t_end)]
-        self._utterance = False
-        return [self._final(ev, t_end, wall, "recogniser")]
+            shown = " ".join([p.text for p in self._pieces] + [ev.text])
+            return [SpeechPartial(shown, t=t_end)]
+        self._pieces.append(ev)  # Kaldi's endpointer cut the turn at an inner pause: the turn goes on
+        return []
 
-    def _final(self, ev, t_end: float, wall: float, end: str) -> SpeechFinal:
-        nbest = tuple((a.text, a.weight) for a in getattr(ev, "alternatives", None) or ())
-        return SpeechFinal(ev.text, ev.confidence, nbest, t=t_end, end=end,
-                           decode_ms=round((time.perf_counter() - wall) * 1000, 2))
+    def _turn_end(self, g: _Gated) -> list[CallerEvent]:
+        """The gate ended the turn: the recogniser's final now, joined with the pieces before it."""
+        wall = time.perf_counter()
+        try:
+            ev = self._rec.finish()
+        except Exception as exc:
+            return self._asr_failed(g.t_end, exc)
+        self._decode_s += time.perf_counter() - wall
+        pieces = [p for p in [*self._pieces, ev] if p.text]
+        self._pieces = []
+        if not pieces:
+            return []
+        text = " ".join(p.text for p in pieces)
+        confidence = min(p.confidence for p in pieces)
+        nbest = ()
+        if len(pieces) == 1:
+            nbest = tuple((a.text, a.weight) for a in getattr(pieces[0], "alternatives", None) or ())
+        return [SpeechFinal(text, confidence, nbest, t=g.t_end, end="turn", decode_ms=round(self._decode_s * 1000, 2),
+                            lag_ms=round((self.clock() - g.wall) * 1000, 1), voice_end=g.voice_end)]
 
     def _asr_failed(self, t_end: float, exc: Exception) -> list[CallerEvent]:
         self.asr_errors += 1
-        self._utterance = False
+        self._pieces = []
         out: list[CallerEvent] = [EngineFailed("recognizer", exc, t=t_end)]
         if self.asr_errors >= MAX_ASR_ERRORS:
-            self.recognizer = None
+            self.recognizer = self._rec = None
+            self.backlog.clear()
             out.append(SpeechOff(f"the recogniser failed {self.asr_errors} times", t=t_end))
             return out
         try:
-            self.recognizer.reset()
+            self._rec.reset()
         except Exception:  # noqa: BLE001 - a recogniser that cannot reset is replaced
-            self._new_recognizer()
+            if self._rec is self.recognizer:
+                self._new_recognizer()
+                self._rec = self.recognizer
         return out
-
-    def _end_utterance(self, t_end: float, wall: float) -> list[CallerEvent]:
-        """The caller has been quiet for ``speech_end_s`` after words: take the recogniser's final now."""
-        self._utterance = False
-        try:
-            ev = self.recognizer.finish()
-        except Exception as exc:
-            return self._asr_failed(t_end, exc)
-        return [self._final(ev, t_end, wall, "quiet")] if ev.text else []

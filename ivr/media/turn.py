@@ -15,8 +15,10 @@ time is the count of 20 ms frames fed):
 - Gate: while nobody speaks, frames are held back (the recogniser costs nothing in silence); the last
   ``pre_roll_ms`` of them are kept. When speech starts (ivr/media/vad.py: ``start_ms`` of speech-like frames
   in a row) the pre-roll is released first, so no word onset is lost, then every frame of the turn, pauses
-  included, until the turn ends. Inside a turn a frame counts as voiced from ``keep_db`` above the VAD's
-  noise floor (hysteresis: the soft end of a word, under the VAD's onset threshold, does not count as quiet).
+  included, until the turn ends. Inside a turn a frame counts as voiced from ``keep_db`` above the noise floor
+  (hysteresis: the soft end of a word, under the VAD's onset threshold, does not count as quiet). That floor
+  is the VAD's, or the quietest frame of the last ``floor_window_ms`` when louder: noise that starts with the
+  caller's voice (a noisy line, a recording) is not taken for more words.
 - End of turn: ``end_ms`` after the last speech-like frame. The default, 650 ms, is above the 0.4-0.5 s
   pauses people leave inside a sentence (a 0.45 s pause never splits one: tests/test_turn.py), and well
   below the 1.5 s the call session waits today. ``set_end_ms`` changes it per dialogue state: ``END_MS``
@@ -45,6 +47,7 @@ class TurnSettings:
     pre_roll_ms: float = 300.0  # audio before the onset that goes to the recogniser with it
     end_ms: float = 650.0  # quiet after the last speech-like frame that ends the turn
     keep_db: float = 4.0  # inside a turn, a frame this far above the noise floor still counts as voiced
+    floor_window_ms: float = 1000.0  # inside a turn the floor is also the quietest frame of this window
     max_turn_s: float = 20.0
     vad: VadSettings = field(default_factory=VadSettings)
 
@@ -72,6 +75,7 @@ class TurnGate:
         self._end_frames = 0
         self.set_end_ms(self.s.end_ms)
         self._max_frames = int(round(self.s.max_turn_s / self.frame_s))
+        self._recent: deque[float] = deque(maxlen=max(1, int(round(self.s.floor_window_ms / 1000 / self.frame_s))))
         self.in_turn = False
         self.frames = 0  # frames fed
         self._last_speech = -1  # index of the last speech-like frame
@@ -99,8 +103,14 @@ class TurnGate:
         was_speaking = self.vad.speaking
         self.vad.feed(x)
         v = self.vad
-        speech = v.last_is_speech or (self.in_turn and v.last_energy >= v.s.min_level_dbfs
-                                      and v.last_energy - v.noise_floor_db >= self.s.keep_db)
+        self._recent.append(v.last_energy)
+        if self.in_turn:
+            # the floor inside a turn: the VAD's (frozen while someone speaks), or the quietest recent frame
+            # when that is louder (noise that came with the caller's voice, which the VAD never learned)
+            floor = max(v.noise_floor_db, min(self._recent))
+            speech = v.last_energy >= v.s.min_level_dbfs and v.last_energy - floor >= self.s.keep_db
+        else:
+            speech = v.last_is_speech
         if not self.in_turn:
             if self.vad.speaking and not was_speaking:  # onset confirmed in this frame
                 self.in_turn = True
@@ -119,6 +129,8 @@ class TurnGate:
         if idx - self._last_speech >= self._end_frames or self._turn_frames >= self._max_frames:
             self.in_turn = False
             self.vad.reset()
+            # the quiet that ended the turn is the background now (the VAD does not learn while one speaks)
+            v.noise_floor_db = max(v.noise_floor_db, min(self._recent))
             return TurnStep([x], turn_end=True, voice_end=round((self._last_speech + 1) * self.frame_s, 6))
         return TurnStep([x])
 

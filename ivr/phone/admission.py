@@ -1,4 +1,5 @@
-"""Who may call: the call limit (calls and calls not yet confirmed) and the source address allow list."""
+"""Who may call: the call limit (calls and calls not yet confirmed), the source address allow list, and
+whether a new call gets speech recognition when decoding is behind (``SpeechAdmission``)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,29 @@ class CallLimiter:
     @property
     def n_pending(self) -> int:
         return sum(self.pending.values())
+
+
+@dataclass
+class SpeechAdmission:
+    """Admission by measured load: when speech decoding is more than ``max_lag`` seconds behind (``lag()``,
+    the oldest undecoded speech frame's wait, ivr/phone/worker.py ``WorkerPool.decode_lag``), a new call is
+    answered keypad-first (``when_busy`` "keys": speech off for that call, the ``greet_keys`` prompt) or
+    refused before it is answered ("refuse": SIP 503 with Retry-After, so a proxy routes it elsewhere).
+    Calls in progress keep their keys and speech. ``decide()`` says "speech", "keys" or "refuse"."""
+
+    max_lag: float = 1.0
+    when_busy: str = "keys"
+    lag: Callable[[], float] = lambda: 0.0
+    counts: dict[str, int] = field(default_factory=lambda: {"speech": 0, "keys": 0, "refuse": 0})
+
+    def decide(self) -> str:
+        try:
+            behind = float(self.lag())
+        except Exception:  # noqa: BLE001 - no measurement: the call is not punished for it
+            behind = 0.0
+        out = "speech" if behind <= self.max_lag else ("refuse" if self.when_busy == "refuse" else "keys")
+        self.counts[out] += 1
+        return out
 
 
 @dataclass

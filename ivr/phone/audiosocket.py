@@ -96,8 +96,9 @@ class AudioSocketServer:
     """
 
     def __init__(self, host: str, port: int, factory, limiter, allow, clock, idle_timeout: float = 60.0,
-                 uuid_timeout: float = 3.0):
+                 uuid_timeout: float = 3.0, admission=None):
         self.host, self.port = host, port
+        self.admission = admission  # SpeechAdmission: speech for a new call only while decoding keeps up
         self.factory = factory
         self.limiter = limiter
         self.allow = allow
@@ -177,6 +178,8 @@ class AudioSocketServer:
                 return
             slot = True
             self.stats["calls"] += 1
+            # AudioSocket has no refusal before answer: a busy line answers keypad-first either way
+            speech = self.admission is None or self.admission.decide() == "speech"
             def ivr_hung_up() -> None:  # the worker's signal: the IVR's last frame was sent
                 if not writer.is_closing():
                     writer.write(encode(KIND_HANGUP))
@@ -185,7 +188,7 @@ class AudioSocketServer:
             worker = SessionWorker(self.factory, call_id, "audiosocket",
                                    lambda pcm: pcm.astype("<i2").tobytes(),
                                    lambda data: np.frombuffer(data, dtype="<i2").astype(np.int16),
-                                   on_drained=ivr_hung_up)
+                                   on_drained=ivr_hung_up, speech=speech)
             self.workers[call_key] = (worker, writer)
             worker.start()
 

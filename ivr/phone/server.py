@@ -18,8 +18,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ivr.phone.admission import AllowList, CallLimiter
-from ivr.phone.worker import SessionFactory, SessionWorker
+from ivr.phone.admission import AllowList, CallLimiter, SpeechAdmission
+from ivr.phone.worker import SessionFactory, SessionWorker, default_pool
 
 log = logging.getLogger("ivr.phone.server")
 
@@ -43,6 +43,8 @@ class ServeOptions:
     t2: float = 4.0
     media_timeout: float = 60.0
     public_ip: str | None = None
+    max_decode_lag: float = 1.0  # speech decoding this far behind (s): new calls get keys only, or a 503
+    when_busy: str = "keys"  # "keys" | "refuse"
 
 
 class PhoneServer:
@@ -54,6 +56,8 @@ class PhoneServer:
         self.limiter = CallLimiter(max_calls=options.max_calls, max_pending=options.max_pending,
                                    max_pending_per_source=options.max_pending_per_source)
         self.allow = AllowList.parse(options.allow)
+        self.admission = SpeechAdmission(max_lag=options.max_decode_lag, when_busy=options.when_busy,
+                                         lag=lambda: default_pool().decode_lag())
         self.sip = None
         self.audiosocket = None
         self.clock = None
@@ -75,13 +79,14 @@ class PhoneServer:
                                    media_timeout=opts.media_timeout, public_ip=opts.public_ip,
                                    media_networks=AllowList.parse(opts.media_networks, loopback=False,
                                                                   what="media_networks"))
-            self.sip = SipServer(settings, self.factory, self.limiter, self.allow, self.clock)
+            self.sip = SipServer(settings, self.factory, self.limiter, self.allow, self.clock,
+                                 admission=self.admission)
             await self.sip.start()
         if opts.audiosocket:
             self.audiosocket = AudioSocketServer(opts.audiosocket[0], opts.audiosocket[1], self.factory,
                                                  self.limiter, self.allow, self.clock,
                                                  idle_timeout=opts.media_timeout,
-                                                 uuid_timeout=opts.uuid_timeout)
+                                                 uuid_timeout=opts.uuid_timeout, admission=self.admission)
             await self.audiosocket.start()
 
     def addresses(self) -> dict[str, str]:

@@ -1,8 +1,24 @@
 """The threads that run the calls' sessions, and the owner of one call's session (``SessionWorker``).
 
 Speech decoding is CPU heavy and must stay off the event loop, and a ``CallSession`` allows one thread at a
-time: every session method of a call runs on a small shared ``WorkerPool``, in order, one job at a time.
-The event loop only moves bytes: at each 20 ms media tick it sends the frame the worker prepared ahead.
+time: every session method of a call runs on a small shared ``WorkerPool``, one job at a time. The event
+loop only moves bytes: at each 20 ms media tick it sends the frame the worker prepared ahead.
+
+Control before data (pipecat's system frames jump the queue). A call's jobs are typed (``Start``,
+``Digit``, ``Hangup``...) and come in three lanes, each taken before the next:
+
+1. control: ``Create``, ``Start``, ``Digit`` (RFC 4733, AudioSocket), ``Hangup``, ``TransferFailed``,
+   ``Goodbye``, ``Note``, ``Close``: they run before any audio already queued;
+2. media: ``Audio`` (the caller's frames: in-band DTMF and the voice-activity gate only, which are cheap, so
+   a tone is a key within the frame it was recognised in) and ``Read`` (the IVR's next frame);
+3. decoding: the session's ``decode_backlog`` (speech frames the gate let through), decoded a few frames
+   (``DECODE_CHUNK``) at a time, only when lanes 1 and 2 are empty; the recogniser may lag behind.
+
+The pool's call threads take only calls with control or media work; its decoder threads (one per core)
+take calls with speech to decode, ``DECODE_CHUNK`` frames at a time. A key or an IVR frame of a call waits
+at most for one decoding chunk of that same call, never for other calls' decoding (Vosk releases the
+interpreter lock while it decodes). ``WorkerPool.decode_lag()`` measures how far decoding is behind (the
+oldest undecoded frame's wait, wall clock): admission (ivr/phone/admission.py) reads it.
 
 What the session decides reaches the channel as a signal on the event loop, never as a flag to poll:
 ``on_drained()`` once the IVR hung up and every frame it produced was sent, ``on_transfer(target, context)``
@@ -16,11 +32,12 @@ import asyncio
 import itertools
 import logging
 import os
-import queue
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,39 +46,133 @@ log = logging.getLogger("ivr.phone.worker")
 
 FRAME_SAMPLES = 160  # 20 ms at 8 kHz
 PREFETCH = 3  # frames prepared ahead of the clock (60 ms)
+DECODE_CHUNK = 3  # speech frames decoded before the thread looks at other calls' keys and frames again
 
-SessionFactory = Callable[[str, str], Any]  # (call_id, channel) -> CallSession
+SessionFactory = Callable[..., Any]  # (call_id, channel[, speech=False]) -> CallSession
+
+
+# -- jobs -----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Create:
+    speech: bool = True
+
+
+@dataclass(frozen=True)
+class Start:
+    t: float
+
+
+@dataclass(frozen=True)
+class DigitJob:
+    digit: str
+    t: float
+
+
+@dataclass(frozen=True)
+class TransferFailedJob:
+    t: float
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Goodbye:
+    t: float
+
+
+@dataclass(frozen=True)
+class Note:
+    t: float
+    kind: str
+    data: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Hangup:
+    t: float
+
+
+@dataclass(frozen=True)
+class Close:
+    """Let the session go (after a hang-up, or when the call is torn down)."""
+
+
+@dataclass(frozen=True)
+class Audio:
+    data: bytes
+    t: float  # call time the payload arrived (its last sample's end)
+
+
+@dataclass(frozen=True)
+class Read:
+    t: float  # call time of the first sample of the IVR frame to prepare
+
+
+ControlJob = Create | Start | DigitJob | TransferFailedJob | Goodbye | Note | Hangup | Close
+MediaJob = Audio | Read
 
 
 class WorkerPool:
-    """A few threads that run the calls' session jobs; each call's jobs run in order, one at a time.
+    """A few threads that run the calls' session jobs; each call's jobs run one at a time.
 
-    One thread per call would have every call thread compete with the event loop for the interpreter
-    lock at every 20 ms tick; with a small pool the loop waits for at most a few of them.
+    Calls with control or media work wait in one line, served by the call threads; calls with speech to
+    decode in another, served by the decoder threads. One thread per call would have every call thread compete with the
+    event loop for the interpreter lock at every 20 ms tick; with a small pool the loop waits for at most
+    a few of them.
     """
 
-    def __init__(self, threads: int | None = None, batch: int = 8):
+    def __init__(self, threads: int | None = None, batch: int = 8, decoders: int | None = None):
         self.size = threads or max(2, min(4, os.cpu_count() or 2))
-        self.batch = batch  # jobs of one call run before the thread moves on (fairness)
-        self._ready: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._run, name=f"call-worker-{i}", daemon=True)
+        self.decoders = decoders or max(1, os.cpu_count() or 2)
+        self.batch = batch  # control/media jobs of one call run before the thread moves on (fairness)
+        self._cv = threading.Condition()
+        self._fast: deque = deque()
+        self._slow: deque = deque()
+        self._closed = False
+        self._workers: weakref.WeakSet = weakref.WeakSet()
+        self._threads = [threading.Thread(target=self._run, args=(False,), name=f"call-worker-{i}", daemon=True)
                          for i in range(self.size)]
+        self._threads += [threading.Thread(target=self._run, args=(True,), name=f"call-decoder-{i}", daemon=True)
+                          for i in range(self.decoders)]
         for thread in self._threads:
             thread.start()
 
-    def schedule(self, worker: SessionWorker) -> None:
-        self._ready.put(worker)
+    def register(self, worker: SessionWorker) -> None:
+        with self._cv:
+            self._workers.add(worker)
 
-    def _run(self) -> None:
+    def schedule(self, worker: SessionWorker, decode: bool = False) -> None:
+        with self._cv:
+            (self._slow if decode else self._fast).append(worker)
+            self._cv.notify_all()
+
+    def decode_lag(self) -> float:
+        """Seconds (wall clock) the oldest speech frame waiting to be decoded, in any call, has waited."""
+        with self._cv:
+            workers = list(self._workers)
+        return max((w.decode_lag() for w in workers), default=0.0)
+
+    def _run(self, decoder: bool) -> None:
+        """A call thread takes calls with keys or frames to handle; a decoder thread, calls with speech to
+        decode (a few frames, then the call goes back in line)."""
+        line = self._slow if decoder else self._fast
         while True:
-            worker = self._ready.get()
-            if worker is None:
-                return
-            worker._run_some(self.batch)
+            with self._cv:
+                while not line and not self._closed:
+                    self._cv.wait()
+                if self._closed:
+                    return
+                worker = line.popleft()
+            worker._run_some(self.batch, decoder)
+
+    def busy(self) -> bool:
+        """Calls wait with keys or frames to handle."""
+        return bool(self._fast)
 
     def close(self) -> None:
-        for _ in self._threads:
-            self._ready.put(None)
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
 
 
 _default_pool: WorkerPool | None = None
@@ -104,17 +215,18 @@ def transfer_context(events: list[dict]) -> dict[str, str]:
 
 
 class SessionWorker:
-    """Owns one call's session: every session method runs on a pool thread, in order, one at a time.
+    """Owns one call's session: every session method runs on a pool thread, one at a time, control first.
 
     Created on the event loop, once the call is confirmed. The loop calls the entry points (start, feed,
     digit, pull, hangup ...). ``encode``: int16 frame -> bytes to send (G.711 for RTP, raw little-endian
-    for AudioSocket). ``decode``: received bytes -> int16 samples.
+    for AudioSocket). ``decode``: received bytes -> int16 samples. ``speech=False``: the session is made
+    without speech recognition (admission: the line is too busy to listen), keys only.
     """
 
     def __init__(self, factory: SessionFactory, call_id: str, channel: str,
                  encode: Callable[[np.ndarray], bytes], decode: Callable[[bytes], np.ndarray],
                  pool: WorkerPool | None = None, *, on_drained: Callable[[], None] | None = None,
-                 on_transfer: Callable[[str, dict], None] | None = None):
+                 on_transfer: Callable[[str, dict], None] | None = None, speech: bool = True):
         self.call_id = call_id
         self.channel = channel
         self._factory = factory
@@ -126,9 +238,12 @@ class SessionWorker:
         self.on_transfer = on_transfer
         self.finished: asyncio.Future = self._loop.create_future()  # the session was let go
         self.drained: asyncio.Future = self._loop.create_future()  # nothing more to send
-        self._jobs: deque = deque()
+        self._control: deque[ControlJob] = deque()
+        self._media: deque[MediaJob] = deque()
         self._lock = threading.Lock()
-        self._scheduled = False
+        self._queued = False  # in the pool's control/media line
+        self._queued_decode = False  # in the pool's decoding line
+        self._running = False  # a pool thread runs this call's jobs now
         self._closed = False
         self.out: deque[tuple[bytes, bool]] = deque()
         self._requested = itertools.count(1)
@@ -147,16 +262,17 @@ class SessionWorker:
         # loop side
         self.ivr_ended = False  # the IVR hung up (signalled from the pool thread)
         self._drained_sent = False
-        self._put(("create",))
+        self._pool.register(self)
+        self._put(Create(bool(speech)))
 
     def _put(self, job) -> None:
         with self._lock:
             if self._closed:
                 return
-            self._jobs.append(job)
-            if self._scheduled:
-                return
-            self._scheduled = True
+            (self._media if isinstance(job, Audio | Read) else self._control).append(job)
+            if self._queued or self._running:
+                return  # the thread running this call looks for more jobs before it lets go
+            self._queued = True
         self._pool.schedule(self)
 
     def _signal(self, fn, *args) -> None:
@@ -166,6 +282,18 @@ class SessionWorker:
         except RuntimeError:  # the loop is closed: nobody is left to tell
             pass
 
+    def decode_lag(self) -> float:
+        """Wall-clock seconds this call's oldest undecoded speech frame has waited (0 when none waits)."""
+        session = self.session
+        caller = getattr(session, "caller", None)
+        lag = getattr(caller, "lag", None)
+        if lag is None:
+            return 0.0
+        try:
+            return float(lag())
+        except Exception:  # noqa: BLE001 - read from another thread while it changes: no reading this time
+            return 0.0
+
     # -- event loop side --------------------------------------------------------------------------
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -174,35 +302,35 @@ class SessionWorker:
         """The call is answered: reset the call clock and queue the greeting."""
         self.t0 = time.monotonic()
         self.started = True
-        self._put(("start", 0.0))
+        self._put(Start(0.0))
 
     def feed(self, data: bytes) -> None:
-        self._put(("audio", data, self.now()))
+        self._put(Audio(data, self.now()))
 
     def digit(self, key: str) -> None:
-        self._put(("digit", key, self.now()))
+        self._put(DigitJob(key, self.now()))
 
     def transfer_failed(self, reason: str = "") -> None:
-        self._put(("transfer_failed", self.now(), reason))
+        self._put(TransferFailedJob(self.now(), reason))
 
     def goodbye(self) -> None:
-        self._put(("goodbye", self.now()))
+        self._put(Goodbye(self.now()))
 
     def note(self, kind: str, **data) -> None:
         """A record of the channel's (e.g. a transfer's outcome) for the call log, in call time."""
-        self._put(("note", self.now(), kind, data))
+        self._put(Note(self.now(), kind, data))
 
     def hangup(self) -> None:
         """The call is over (caller hung up, or torn down): the session is told (log flushed), then let go.
         Frames still prepared are dropped: nobody will send them."""
         self.out.clear()
-        self._put(("hangup", self.now()))
-        self._put(None)
+        self._put(Hangup(self.now()))
+        self._put(Close())
         self._mark_drained(tell=False)
 
     def stop(self) -> None:
         self.out.clear()
-        self._put(None)
+        self._put(Close())
         self._mark_drained(tell=False)
 
     def pull(self) -> tuple[bytes, bool] | None:
@@ -219,7 +347,7 @@ class SessionWorker:
             while (ahead := len(self.out) + self._n_requested - self._n_done) < PREFETCH:
                 self._n_requested = next(self._requested)
                 # t of the frame's first sample: after the frames already prepared or being prepared
-                self._put(("read", now + ahead * FRAME_SAMPLES / 8000))
+                self._put(Read(now + ahead * FRAME_SAMPLES / 8000))
         return frame
 
     def _ivr_hung_up(self) -> None:
@@ -244,24 +372,71 @@ class SessionWorker:
             self.finished.set_result(None)
 
     # -- pool thread side -------------------------------------------------------------------------
-    def _run_some(self, limit: int) -> None:
-        for _ in range(limit):
+    def _run_some(self, limit: int, decode: bool = True) -> None:
+        """Run by a pool thread taken from either line (``decode``: a decoder thread): control jobs, then
+        media jobs (up to ``limit`` in all), then, on a decoder thread, one chunk of speech decoding. Then
+        back in the line(s) of what is left to do."""
+        with self._lock:
+            if decode:
+                self._queued_decode = False
+            else:
+                self._queued = False
+            if self._running or self._closed:
+                return  # another thread has this call; it reschedules when done
+            self._running = True
+        ran = 0
+        while ran < limit:
             with self._lock:
-                if not self._jobs:
-                    self._scheduled = False
-                    return
-                job = self._jobs.popleft()
-            if job is None:
-                with self._lock:
-                    self._closed = True
-                    self._jobs.clear()
-                    self._scheduled = False
-                self.session = None  # nothing of the call is kept
-                self._pending = np.zeros(0, dtype=np.int16)
-                self._signal(self._finished)
+                if self._control:
+                    job = self._control.popleft()
+                elif self._media:
+                    job = self._media.popleft()
+                else:
+                    break
+            ran += 1
+            if isinstance(job, Close):
+                self._close()
                 return
             self._job(job)
-        self._pool.schedule(self)  # more to do: back in the line behind the other calls
+        if decode and ran < limit:  # a decoder thread: a little of the speech waiting
+            self._decode_some()
+        with self._lock:
+            self._running = False
+            if self._closed:
+                return
+            fast = bool(self._control or self._media) and not self._queued
+            slow = self._backlog() > 0 and not self._queued_decode
+            self._queued |= fast
+            self._queued_decode |= slow
+        if fast:
+            self._pool.schedule(self)
+        if slow:
+            self._pool.schedule(self, decode=True)
+
+    def _close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._control.clear()
+            self._media.clear()
+            self._running = False
+        self.session = None  # nothing of the call is kept
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._signal(self._finished)
+
+    def _backlog(self) -> int:
+        session = self.session
+        return int(getattr(session, "decode_backlog", 0) or 0) if session is not None else 0
+
+    def _decode_some(self) -> None:
+        session = self.session
+        if session is None or not self._backlog():
+            return
+        try:
+            session.decode(DECODE_CHUNK, t=self.now())
+        except Exception as exc:  # noqa: BLE001 - handled like any session failure
+            self._failed(session, exc)
+            return
+        self._check(session)
 
     def _after(self, session, t: float) -> float:
         """``t``, or the time of the session's latest record if that is later: the session's audio runs up
@@ -278,10 +453,10 @@ class SessionWorker:
         return self._last_t
 
     def _job(self, job) -> None:
-        kind = job[0]
-        if kind == "create":
+        if isinstance(job, Create):
             try:
-                self.session = self._factory(self.call_id, self.channel)
+                self.session = (self._factory(self.call_id, self.channel) if job.speech
+                                else self._factory(self.call_id, self.channel, speech=False))
             except Exception as exc:
                 log.exception("call %s: session could not be created", self.call_id)
                 self.failed = f"session: {exc}"
@@ -292,62 +467,71 @@ class SessionWorker:
         if session is None:
             return
         try:
-            if kind == "read":
-                pcm = np.asarray(session.ivr_audio(FRAME_SAMPLES, job[1]), dtype=np.int16)
+            if isinstance(job, Read):
+                pcm = np.asarray(session.ivr_audio(FRAME_SAMPLES, job.t), dtype=np.int16)
                 self.out.append((self._encode(pcm), bool(np.any(pcm))))
                 self._n_done += 1
-            elif kind == "audio":
-                samples = self._decode(job[1])
+            elif isinstance(job, Audio):
+                samples = self._decode(job.data)
                 if self._pending.size:
                     samples = np.concatenate([self._pending, samples])
                 n = samples.size // FRAME_SAMPLES * FRAME_SAMPLES
                 # the payload ended when it arrived: t of each frame's first sample counts back from there
-                t0 = job[2] - samples.size / 8000
+                t0 = job.t - samples.size / 8000
                 for i in range(0, n, FRAME_SAMPLES):
                     session.feed_audio(samples[i : i + FRAME_SAMPLES], max(0.0, t0 + i / 8000))
                 self._pending = samples[n:]
-            elif kind == "digit":
-                session.feed_digit(job[1], job[2])
-            elif kind == "start":
-                session.start(job[1])
-            elif kind == "transfer_failed":
+            elif isinstance(job, DigitJob):
+                session.feed_digit(job.digit, job.t)
+            elif isinstance(job, Start):
+                session.start(job.t)
+            elif isinstance(job, TransferFailedJob):
                 self._transfer_sent = False  # the dialogue may ask again
-                if job[2]:
-                    session.transfer_failed(self._after(session, job[1]), job[2])
+                if job.reason:
+                    session.transfer_failed(self._after(session, job.t), job.reason)
                 else:
-                    session.transfer_failed(self._after(session, job[1]))
-            elif kind == "goodbye":
+                    session.transfer_failed(self._after(session, job.t))
+            elif isinstance(job, Goodbye):
                 fn = getattr(session, "goodbye", None)
                 if fn is not None:
-                    fn(self._after(session, job[1]))
+                    fn(self._after(session, job.t))
                 else:  # no goodbye prompt in this session: hang up straight away
                     self._ended_sent = True
                     self._signal(self._ivr_hung_up)
-            elif kind == "note":
+            elif isinstance(job, Note):
                 calllog = getattr(session, "calllog", None)
                 if calllog is not None:
-                    calllog.write({"t": self._after(session, job[1]), "type": job[2], **job[3]})
+                    calllog.write({"t": self._after(session, job.t), "type": job.kind, **job.data})
                 return
-            elif kind == "hangup":
+            elif isinstance(job, Hangup):
                 if not getattr(session, "ended", False):
-                    session.hangup(self._after(session, job[1]))
+                    session.hangup(self._after(session, job.t))
                 return
-            if session.ended:
-                if not self._ended_sent:
-                    self._ended_sent = True
-                    self._signal(self._ivr_hung_up)
-            elif session.transfer_to and not self._transfer_sent:
-                self._transfer_sent = True
-                context = transfer_context(list(getattr(session, "events", []) or []))
-                if self.on_transfer is not None:
-                    self._signal(self.on_transfer, session.transfer_to, context)
+            else:
+                raise TypeError(f"not a worker job: {job!r}")
+            self._check(session)
         except Exception as exc:
-            log.exception("call %s: session failed", self.call_id)
-            self.failed = f"session: {exc}"
-            try:
-                session.hangup(self.now())
-            except Exception:
-                log.exception("call %s: hangup after failure", self.call_id)
+            self._failed(session, exc)
+
+    def _check(self, session) -> None:
+        """Signal what the session decided: the IVR hung up, or wants the operator."""
+        if session.ended:
             if not self._ended_sent:
                 self._ended_sent = True
                 self._signal(self._ivr_hung_up)
+        elif session.transfer_to and not self._transfer_sent:
+            self._transfer_sent = True
+            context = transfer_context(list(getattr(session, "events", []) or []))
+            if self.on_transfer is not None:
+                self._signal(self.on_transfer, session.transfer_to, context)
+
+    def _failed(self, session, exc: Exception) -> None:
+        log.error("call %s: session failed", self.call_id, exc_info=exc)
+        self.failed = f"session: {exc}"
+        try:
+            session.hangup(self.now())
+        except Exception:
+            log.exception("call %s: hangup after failure", self.call_id)
+        if not self._ended_sent:
+            self._ended_sent = True
+            self._signal(self._ivr_hung_up)

@@ -252,6 +252,7 @@ class SipCall:
         self._transfer_timer: asyncio.TimerHandle | None = None
         self.end_reason = ""
         self.hangup_sent = False
+        self.speech = True  # admission: False when the call was admitted keypad-first (decoding behind)
         self.pending = True  # holds a pending (unconfirmed) place in the limiter until ACK or the end
         self.has_slot = False  # holds a call slot (from the ACK on)
         self.sdp_version = 1
@@ -310,7 +311,8 @@ class SipCall:
         codec = self.negotiated.codec
         self.worker = SessionWorker(server.factory, self.call_id, "sip",
                                     lambda pcm: rtp.encode(pcm, codec), lambda data: rtp.decode(data, codec),
-                                    on_drained=self._ivr_hung_up, on_transfer=self.start_transfer)
+                                    on_drained=self._ivr_hung_up, on_transfer=self.start_transfer,
+                                    speech=self.speech)
         self.worker.start()
         if self.rtp:
             self.rtp.last_rx = time.monotonic()
@@ -455,8 +457,9 @@ def context_headers(context: dict) -> list[tuple[str, str]]:
 
 class SipServer(asyncio.DatagramProtocol):
     def __init__(self, settings: SipSettings, factory: SessionFactory, limiter: CallLimiter,
-                 allow: AllowList, clock: MediaClock):
+                 allow: AllowList, clock: MediaClock, *, admission=None):
         self.settings = settings
+        self.admission = admission  # SpeechAdmission: speech for a new call only while decoding keeps up
         self.factory = factory
         self.limiter = limiter
         self.allow = allow
@@ -601,6 +604,15 @@ class SipServer(asyncio.DatagramProtocol):
         if call is not None:
             self.reply(msg, source, 482)
             return
+        speech = True
+        if self.admission is not None:  # decoding is behind: keypad-first, or a 503 before answer
+            verdict = self.admission.decide()
+            if verdict == "refuse":
+                self.stats["overloaded"] = self.stats.get("overloaded", 0) + 1
+                self.reply(msg, source, 503, [("Retry-After", "5"),
+                                              ("Warning", '399 ivr "speech recognition is overloaded"')])
+                return
+            speech = verdict == "speech"
         refusal = self.limiter.try_pending(source[0])
         if refusal == "draining":
             self.reply(msg, source, 503, [("Retry-After", "60")])
@@ -627,6 +639,7 @@ class SipServer(asyncio.DatagramProtocol):
                 self.reply(msg, source, 488, [("Warning", '301 ivr "Incompatible network address format"')])
                 return
             call = SipCall(self, msg, source)
+            call.speech = speech
             call.negotiated = neg
             self.calls[call.call_id] = call
             acquired = False  # the call owns the pending place now; its clean-up releases it
