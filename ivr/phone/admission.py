@@ -91,6 +91,18 @@ class SpeechAdmission:
         return out
 
 
+def peer_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A peer's address as the socket gave it (a scope ``%eth0`` dropped, an IPv4-mapped IPv6 address as the
+    IPv4 one), or None when ``host`` is no address."""
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    return ip
+
+
 @dataclass
 class AllowList:
     networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
@@ -109,10 +121,5 @@ class AllowList:
         return cls(nets)
 
     def allows(self, host: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(host.split("%")[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        return any(ip.version == n.version and ip in n for n in self.networks)
+        ip = peer_address(host)
+        return ip is not None and any(ip.version == n.version and ip in n for n in self.networks)

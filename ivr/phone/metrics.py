@@ -29,7 +29,6 @@ request from an address ``allows`` refuses gets 403.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 from collections.abc import Callable
@@ -39,6 +38,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from ivr.phone.admission import peer_address
 
 log = logging.getLogger(__name__)
 
@@ -200,13 +201,8 @@ class Health:
 
 
 def loopback_only(host: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(host.split("%")[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
+    ip = peer_address(host)
+    return ip is not None and ip.is_loopback
 
 
 class MetricsServer:
