@@ -198,3 +198,34 @@ def test_words_decoded_after_a_later_key_do_not_undo_it(res_ko, tmp_path):
     heard = [e for e in s.events if e["type"] == "heard"]
     assert menu and heard and all(e.get("superseded_by_key") for e in heard)
     assert not [e for e in s.events if e["type"] == "speech"]  # the dialogue never took the late words
+
+
+def test_a_pool_thread_keeps_nothing_of_the_call_it_last_ran():
+    """Once a call's jobs have run, the pool's threads hold no reference to it (its session, recogniser and
+    resampler are freed when the call ends, not when the next call comes)."""
+    import gc
+    import threading
+    import weakref
+
+    from ivr.phone.worker import WorkerPool
+
+    ran = threading.Event()
+
+    class Job:  # stands where a SessionWorker stands: the pool only calls _run_some
+        def _run_some(self, limit, decoder):
+            ran.set()
+
+    pool = WorkerPool(threads=1, decoders=1)
+    try:
+        job = Job()
+        gone = weakref.ref(job)
+        pool.schedule(job)
+        assert ran.wait(5)
+        del job
+        deadline = time.monotonic() + 5
+        while gone() is not None and time.monotonic() < deadline:
+            gc.collect()
+            time.sleep(0.01)
+        assert gone() is None
+    finally:
+        pool.close()

@@ -164,6 +164,7 @@ class WorkerPool:
                     return
                 worker = line.popleft()
             worker._run_some(self.batch, decoder)
+            worker = None  # nothing of a call is kept by a thread waiting for the next one
 
     def busy(self) -> bool:
         """Calls wait with keys or frames to handle."""
