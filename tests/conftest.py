@@ -42,6 +42,22 @@ def _private_cache_and_logs(tmp_path_factory):
 
 
 @pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A copy of the product's data files (faq/, prompts/, config/) under IVR_HOME, for a test to break."""
+    import shutil
+
+    from ivr.content import config, paths
+
+    home = tmp_path / "home"
+    for d in ("faq", "prompts", "config"):
+        shutil.copytree(paths.home() / d, home / d)
+    monkeypatch.setenv("IVR_HOME", str(home))
+    config.load.cache_clear()
+    yield home
+    config.load.cache_clear()
+
+
+@pytest.fixture
 def no_sound_devices(monkeypatch):
     """FAKE PortAudio device list: a machine without a sound card, on every machine (so the "no device"
     messages are tested on a developer's laptop too). ``sounddevice.query_devices`` lists no device, and

@@ -9,7 +9,6 @@ line, entry and field) and the fix, and nothing half-written.
 from __future__ import annotations
 
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -20,7 +19,6 @@ import pytest
 import soundfile as sf
 
 from ivr.cli import main
-from ivr.content import config, paths
 from ivr.media import audio, dtmf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,18 +41,6 @@ def assert_clean_error(code: int, err: str, *words: str) -> None:
     assert "fix:" in err, err
     for w in words:
         assert w.lower() in err.lower(), (w, err)
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """A copy of the product's data files under IVR_HOME, to break."""
-    home = tmp_path / "home"
-    for d in ("faq", "prompts", "config"):
-        shutil.copytree(paths.home() / d, home / d)
-    monkeypatch.setenv("IVR_HOME", str(home))
-    config.load.cache_clear()
-    yield home
-    config.load.cache_clear()
 
 
 def edit(path: Path, old: str, new: str, count: int = 1) -> int:

@@ -1,22 +1,9 @@
 """`ivr serve` settings from config/sip.yaml: a wrong value is named with its key (exit 2, no traceback)."""
 
-import shutil
 
 import pytest
 
 from ivr.cli import main
-from ivr.content import config, paths
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    for d in ("faq", "prompts", "config"):
-        shutil.copytree(paths.home() / d, home / d)
-    monkeypatch.setenv("IVR_HOME", str(home))
-    config.load.cache_clear()
-    yield home
-    config.load.cache_clear()
 
 
 @pytest.mark.parametrize("line,new,named", [
