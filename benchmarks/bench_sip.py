@@ -55,6 +55,7 @@ SIPP_DIR = ROOT / "tests" / "sipp"
 SO_TIMESTAMPNS = 35
 SCM_TIMESTAMPNS = SO_TIMESTAMPNS
 PACKET_OUTGOING = 4
+WAIT_WARM = True  # --cold: callers from the first second, while the server warms its recognisers up
 
 
 def free_port(kind=socket.SOCK_DGRAM) -> int:
@@ -121,7 +122,11 @@ def start_serve(tmp: Path, low: int, high: int, model: str, max_calls: int):
     while time.monotonic() < end:
         line = proc.stdout.readline()
         if line.startswith("listening sip"):
-            return proc, int(line.split()[-1].rsplit(":", 1)[1]), log_dir
+            port = int(line.split()[-1].rsplit(":", 1)[1])
+            if model != "none" and WAIT_WARM:  # a line is opened to callers once its recognisers are warm
+                while time.monotonic() < end and "recognisers warm" not in (tmp / "serve.err").read_text():
+                    time.sleep(0.2)
+            return proc, port, log_dir
         if proc.poll() is not None:
             break
     proc.kill()
@@ -234,7 +239,8 @@ def pct(xs, p) -> float:
     return float(np.percentile(np.asarray(xs), p)) if xs else float("nan")
 
 
-def run_voice_level(n: int, model: str, keys: str, faq_id: int, questions: list, interval: float = 0.5) -> dict:
+def run_voice_level(n: int, model: str, keys: str, faq_id: int, questions: list, interval: float = 0.5,
+                    keep: str | None = None) -> dict:
     import asyncio
 
     from voice_caller import Pacer, VoiceCaller
@@ -292,6 +298,10 @@ def run_voice_level(n: int, model: str, keys: str, faq_id: int, questions: list,
             except subprocess.TimeoutExpired:
                 proc.kill()
         logs = call_logs(log_dir)
+        if keep:
+            import shutil
+
+            shutil.copytree(log_dir, Path(keep) / f"level_{n}", dirs_exist_ok=True)
         results = [c.result for c in callers]
         reached = heard = keys_only = 0
         lag, v2v, wall_lag = [], [], []
@@ -347,7 +357,7 @@ def main_voice(args) -> int:
           f"{'wlag p50':>8} {'wlag p99':>8} {'keysonly':>8}")
     held = 0
     for n in [int(x) for x in args.levels.split(",")]:
-        r = run_voice_level(n, args.model, cap["keys"], cap["faq_id"], questions)
+        r = run_voice_level(n, args.model, cap["keys"], cap["faq_id"], questions, keep=args.keep_logs)
         print(f"{r['calls']:>5} {r['answered']:>6} {r['reached']:>6} {r['heard']:>5} "
               f"{1000 * pct(r['lag'], 50):>7.0f} {1000 * pct(r['lag'], 99):>7.0f} "
               f"{1000 * pct(r['v2v'], 50):>7.0f} {1000 * pct(r['v2v'], 99):>7.0f} {r['no_reply']:>6} "
@@ -372,8 +382,13 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="time each call stays on the line")
     ap.add_argument("--model", default="none",
                     help="Vosk model: speaking callers (see the module notes); 'none': keypad calls via sipp")
+    ap.add_argument("--cold", action="store_true",
+                    help="with --model: place calls at once, not after the server's recognisers are warm")
+    ap.add_argument("--keep-logs", metavar="DIR", help="with --model: copy the server's call logs of each level here")
     ap.add_argument("--all", action="store_true", help="with --model: run every level, also after one failed")
     args = ap.parse_args()
+    global WAIT_WARM
+    WAIT_WARM = not args.cold
     if os.geteuid() != 0:
         print("bench_sip: the loopback capture needs root (AF_PACKET); skipped")
         return 0

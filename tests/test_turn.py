@@ -140,3 +140,29 @@ def test_noise_that_starts_with_the_voice_is_not_taken_for_more_words(rate):
     assert not [t for t in turns if start + 0.1 < t[1] < end]  # no turn ends inside the sentence
     assert end - 0.12 <= turns[-1][2] <= end + 0.1, (turns, end)
     assert turns[-1][1] < end + 0.8
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_a_pause_reaches_the_recogniser_whole_and_the_closing_quiet_only_its_hang_over(rate):
+    first, second = trimmed(HALVES[2][0], rate), trimmed(HALVES[2][1], rate)
+    pause = 0.45
+    x = noisy([1.0, first, pause, second, 1.5], rate, None, seed=3)
+    gate = TurnGate(rate, TurnSettings(pre_roll_ms=300, hang_ms=250))
+    n = gate.frame_len
+    released = []  # (frame index of the frame released, index of the frame it came with)
+    ended = None
+    for k in range(len(x) // n):
+        frame = x[k * n:(k + 1) * n]
+        step = gate.feed(frame)
+        for f in step.frames:
+            released.append(next(j for j in range(max(0, k - 80), k + 1) if np.array_equal(x[j * n:(j + 1) * n], f)))
+        if step.turn_end:
+            ended = (k, step.voice_end)
+    assert ended is not None
+    order = released
+    assert order == sorted(order) and len(set(order)) == len(order)  # in order, none twice
+    first_k, last_k = order[0], order[-1]
+    assert order == list(range(first_k, last_k + 1))  # nothing missing: the inner pause went through whole
+    voice_end_frame = round(ended[1] / gate.frame_s)
+    assert last_k - voice_end_frame + 1 == pytest.approx(0.25 / gate.frame_s, abs=1)  # the hang-over, not 650 ms
+    assert ended[0] - voice_end_frame + 1 == pytest.approx(0.65 / gate.frame_s, abs=1)  # the turn still ends at 650

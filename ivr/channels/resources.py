@@ -130,6 +130,17 @@ class Resources:
 
         return list(self.dialogue().prompt_texts().values()) + [answer_text(e) for e in self.faq.entries]
 
+    def warm_speech(self, sample_rate: int, seconds: float | None = None) -> dict:
+        """Warm the speech recognisers on the line's own prompts (``ivr.media.asr.warm_up``); nothing
+        without a model. Blocks: a server runs it in the background."""
+        from ivr.media import asr
+
+        if self.model is None:
+            return {"recognisers": 0, "seconds": 0.0, "wall_s": 0.0}
+        voice = TtsVoice(self.tts, self.tts_rate, sample_rate)
+        clips = [voice.audio(text) for text in self.texts()[:12]]
+        return asr.warm_up(self.model, sample_rate, clips, seconds=seconds)
+
     def warm(self, progress: bool = False) -> dict[str, int]:
         """Render every prompt and answer into the TTS cache now, so that no call waits for the engine."""
         return self.tts.render_all(self.texts(), self.tts_rate, progress=progress)

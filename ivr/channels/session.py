@@ -153,6 +153,11 @@ class CallSession:
         """Frames of the caller's speech waiting to be decoded."""
         return len(self.caller.backlog)
 
+    @property
+    def decode_ready(self) -> bool:
+        """Speech waits to be decoded and a recogniser is there for it now."""
+        return self.caller.ready()
+
     def feed_digit(self, digit: str, t: float) -> None:
         """A key signalled out of band (RFC 4733 telephone-event, AudioSocket DTMF)."""
         if self.call.ended:

@@ -204,6 +204,21 @@ def session_factory(args: argparse.Namespace, metrics=None):
     counts = resources.warm()  # every prompt and answer rendered now: no call waits for the speech engine
     print(f"ivr serve: {counts.get('texts', 0)} prompts and answers ready "
           f"({counts.get('rendered', 0)} rendered now)", file=sys.stderr)
+    if resources.model is not None:
+        import threading
+
+        def warm_speech() -> None:
+            # the first callers' turns are decoded by recognisers that have already decoded the line's prompts
+            try:
+                done = resources.warm_speech(8000)
+            except Exception as exc:  # noqa: BLE001 - the line works cold; say why it is not warm
+                print(f"ivr serve: speech recognisers not warmed up ({exc})", file=sys.stderr)
+                return
+            if done["recognisers"]:
+                print(f"ivr serve: {done['recognisers']} speech recognisers warm "
+                      f"({done['seconds']:.0f} s of prompts each, {done['wall_s']:.1f} s)", file=sys.stderr)
+
+        threading.Thread(target=warm_speech, name="asr-warm-up", daemon=True).start()
 
     def factory(call_id: str, channel: str, speech: bool = True):
         # decoding is deferred: the worker runs keys and the IVR's frames first, speech decoding behind them

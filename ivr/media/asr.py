@@ -17,11 +17,14 @@ an utterance ends (``Recognizer.endpointer_applied`` says which).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import json
 import logging
 import os
 import threading
 import unicodedata
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -172,6 +175,8 @@ def is_vietnamese(path: Path) -> bool:
 
 # --------------------------------------------------------------------------------------------- loading
 
+PARTIAL_MS = 100  # a partial result (the caller is talking: barge-in) at most this often, in audio time
+
 _models: dict[Path, Any] = {}
 _models_lock = threading.Lock()
 
@@ -313,49 +318,109 @@ class Recognizer:
         self.endpointer_applied = False
         self._lock = threading.Lock()
         self._last_partial = ""
-        self._new_recognizer()
+        self._grammar = self._choose_grammar()
+        self._pool = warm_pool()
+        self._key = (id(self.model), self._grammar, self.alternatives,
+                     json.dumps(self._endpoint(), sort_keys=True, default=str))
+        self._rec = None
+        self._partial_every = max(1, int(self.input_rate * PARTIAL_MS / 1000))  # input samples between partials
+        self._since_partial = 0
+        self._t0 = 0.0
+        self._fed = False  # audio went in since the last final (the Vosk stream is not at a clean start)
+        # a model that cannot make a recogniser fails here, at set-up, not in the first frame; the recogniser
+        # then waits in the pool until the first frame (a call holds one only while its caller speaks)
+        self._take()
+        self._give_back()
+        self._resampler = self._new_resampler()
 
     # -- set-up
 
-    def _new_recognizer(self) -> None:
+    def _choose_grammar(self) -> str | None:
+        """The phrase list as Vosk takes it (JSON), or None for free speech; sets the notes."""
+        if not self.phrases:
+            return None
+        if not bool(getattr(self.model, "ivr_grammar", True)):
+            self.grammar_note = ("this model has a static graph (graph/HCLG.fst) and ignores phrase lists; "
+                                 "recognising free speech instead")
+            log.warning("phrase list: %s", self.grammar_note)
+            return None
+        grammar = list(dict.fromkeys(self.phrases))
+        if "[unk]" not in grammar:
+            grammar.append("[unk]")
+        self.missing_words = self._oov(grammar)
+        if self.missing_words:
+            # Vosk would drop them with a warning on stderr; drop them here and say so once.
+            grammar = [g for g in grammar if not any(w in self.missing_words for w in g.split())]
+            self.grammar_note = ("words not in the model's vocabulary (never recognised): "
+                                 + ", ".join(self.missing_words))
+            log.warning("phrase list: %s", self.grammar_note)
+        if not any(g != "[unk]" for g in grammar):
+            self.grammar_note = "no phrase of the list is in this model's vocabulary; recognising free speech instead"
+            log.warning("phrase list: %s", self.grammar_note)
+            return None
+        self.grammar_active = True
+        return json.dumps(grammar, ensure_ascii=False)
+
+    def _make(self):
+        """A new Vosk recogniser with this recogniser's settings (its decoding graph cache starts cold)."""
         import vosk
 
-        if self.phrases:
-            grammar_ok = bool(getattr(self.model, "ivr_grammar", True))
-            if grammar_ok:
-                grammar = list(dict.fromkeys(self.phrases))
-                if "[unk]" not in grammar:
-                    grammar.append("[unk]")
-                self.missing_words = self._oov(grammar)
-                if self.missing_words:
-                    # Vosk would drop them with a warning on stderr; drop them here and say so once.
-                    grammar = [g for g in grammar if not any(w in self.missing_words for w in g.split())]
-                    self.grammar_note = ("words not in the model's vocabulary (never recognised): "
-                                         + ", ".join(self.missing_words))
-                    log.warning("phrase list: %s", self.grammar_note)
-                if any(g != "[unk]" for g in grammar):
-                    self._rec = vosk.KaldiRecognizer(self.model, float(self.model_rate),
-                                                     json.dumps(grammar, ensure_ascii=False))
-                    self.grammar_active = True
-                else:
-                    self._rec = vosk.KaldiRecognizer(self.model, float(self.model_rate))
-                    self.grammar_note = ("no phrase of the list is in this model's vocabulary; "
-                                         "recognising free speech instead")
-                    log.warning("phrase list: %s", self.grammar_note)
-            else:
-                self._rec = vosk.KaldiRecognizer(self.model, float(self.model_rate))
-                self.grammar_note = ("this model has a static graph (graph/HCLG.fst) and ignores phrase lists; "
-                                     "recognising free speech instead")
-                log.warning("phrase list: %s", self.grammar_note)
+        if self._grammar is None:
+            rec = vosk.KaldiRecognizer(self.model, float(self.model_rate))
         else:
-            self._rec = vosk.KaldiRecognizer(self.model, float(self.model_rate))
-        self._rec.SetWords(True)
-        self._rec.SetPartialWords(True)
+            rec = vosk.KaldiRecognizer(self.model, float(self.model_rate), self._grammar)
+        rec.SetWords(True)
+        rec.SetPartialWords(True)
         if self.alternatives > 0:
-            self._rec.SetMaxAlternatives(self.alternatives)
-        self._apply_endpoint()
-        self._resampler = self._new_resampler()
-        self._last_partial = ""
+            rec.SetMaxAlternatives(self.alternatives)
+        self._apply_endpoint(rec)
+        return rec
+
+    def _take(self) -> None:
+        if self._rec is None:
+            self._held(self._pool.take(self._key, self._make, self))
+
+    def _held(self, rec) -> None:
+        self._rec = rec
+        self._fed = False
+        self._since_partial = 0
+        # Vosk times words from the recogniser's first sample; ours count from this stream's start
+        self._t0 = getattr(rec, "ivr_samples", 0) / self.model_rate
+
+    @property
+    def holding(self) -> bool:
+        return self._rec is not None
+
+    def ready(self) -> bool:
+        """Whether ``acquire`` would succeed now (this recogniser keeps its place in the pool's line)."""
+        return self._rec is not None or self._pool.can_take(self._key, self)
+
+    def acquire(self) -> bool:
+        """Hold a Vosk recogniser for the stream about to be fed, within the pool's bound on recognisers
+        decoding at once; False (and a place in line) when the bound is reached."""
+        with self._lock:
+            if self._rec is None:
+                rec = self._pool.try_take(self._key, self._make, self)
+                if rec is None:
+                    return False
+                self._held(rec)
+            return True
+
+    def _timed(self, event: AsrEvent) -> AsrEvent:
+        if not self._t0:
+            return event
+        t0 = self._t0
+
+        def shift(words):
+            return [Word(w.word, round(w.start - t0, 3), round(w.end - t0, 3), w.conf) for w in words]
+
+        return dataclasses.replace(event, words=shift(event.words))
+
+    def _give_back(self) -> None:
+        """The Vosk recogniser is at a clean start (its final was taken): back to the warm pool."""
+        rec, self._rec = self._rec, None
+        if rec is not None:
+            self._pool.give(self._key, rec, self)
 
     def _oov(self, grammar: list[str]) -> list[str]:
         find = getattr(self.model, "vosk_model_find_word", None)
@@ -366,12 +431,15 @@ class Recognizer:
             missing.extend(w for w in phrase.split() if find(w) < 0 and w not in missing)
         return missing
 
-    def _apply_endpoint(self) -> None:
-        ep = self.endpoint if self.endpoint is not None else (settings().get("endpoint") or {})
+    def _endpoint(self) -> dict:
+        return dict(self.endpoint if self.endpoint is not None else (settings().get("endpoint") or {}))
+
+    def _apply_endpoint(self, rec) -> None:
+        ep = self._endpoint()
         if not ep:
             return
-        set_mode = getattr(self._rec, "SetEndpointerMode", None)
-        set_delays = getattr(self._rec, "SetEndpointerDelays", None)
+        set_mode = getattr(rec, "SetEndpointerMode", None)
+        set_delays = getattr(rec, "SetEndpointerDelays", None)
         if set_mode is None or set_delays is None:
             self.endpointer_applied = False  # vosk 0.3.45: the model's conf/model.conf rules apply
             return
@@ -418,23 +486,34 @@ class Recognizer:
             pcm = self._resampler.resample_chunk(pcm)
         if len(pcm) == 0:
             return False
+        self._take()
+        self._fed = True
+        self._rec.ivr_samples = getattr(self._rec, "ivr_samples", 0) + len(pcm)
         return bool(self._rec.AcceptWaveform(pcm.tobytes()))
 
     def feed(self, samples) -> AsrEvent | None:
         """Feed one frame (int16 array or little-endian bytes). Returns a final event when an utterance
-        ended with words in it, a partial event when the partial text changed, else None."""
+        ended with words in it, a partial event when the partial text changed (looked at every
+        ``PARTIAL_MS`` of audio), else None."""
         pcm = self._as_int16(samples)
         with self._lock:
             if self._accept(pcm):
                 self._last_partial = ""
-                event = _final(self._rec.Result())
+                event = self._timed(_final(self._rec.Result()))
                 return event if event.text else None
+            if self._rec is None:  # nothing reached Vosk yet (the resampler's first samples)
+                return None
+            # a partial result costs a traceback of the search; callers need one for barge-in, not 50 a second
+            self._since_partial += len(pcm)
+            if self._since_partial < self._partial_every:
+                return None
+            self._since_partial = 0
             data = json.loads(self._rec.PartialResult())
             text = _nfc(data.get("partial", "")).strip()
             if not text or text == self._last_partial:
                 return None
             self._last_partial = text
-            return AsrEvent("partial", text, _words(data.get("partial_result")), 0.0)
+            return self._timed(AsrEvent("partial", text, _words(data.get("partial_result")), 0.0))
 
     def finish(self) -> AsrEvent:
         """Flush the resampler and return the final result of whatever remains (text may be empty).
@@ -442,18 +521,68 @@ class Recognizer:
         import numpy as np
 
         with self._lock:
+            self._take()
             if self._resampler is not None:
                 tail = self._resampler.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
                 if len(tail):
+                    self._rec.ivr_samples = getattr(self._rec, "ivr_samples", 0) + len(tail)
                     self._rec.AcceptWaveform(tail.tobytes())
                 self._resampler = self._new_resampler()
             self._last_partial = ""
-            return _final(self._rec.FinalResult())
+            event = self._timed(_final(self._rec.FinalResult()))
+            self._fed = False
+            self._give_back()
+            return event
 
     def reset(self) -> None:
-        """Drop everything heard so far (barge-in, a new prompt): a fresh recogniser, same settings."""
+        """Drop everything heard so far (barge-in, a new prompt): the next frame starts a fresh stream, same
+        settings. A recogniser that fails to reset is dropped (never given back warm) and replaced."""
         with self._lock:
-            self._new_recognizer()
+            self._resampler = self._new_resampler()
+            self._last_partial = ""
+            if self._rec is None or not self._fed:
+                return
+            rec, self._rec = self._rec, None
+            try:
+                rec.FinalResult()  # Vosk starts a new feature pipeline and decoder after a final
+            except Exception:  # noqa: BLE001 - a broken recogniser is not reused
+                log.warning("a recogniser failed to reset; a new one replaces it", exc_info=True)
+                self._pool.drop(self._key, self)
+                return
+            self._fed = False
+            self._pool.give(self._key, rec, self)
+
+    def warm_one(self, clips, seconds: float) -> float:
+        """A new Vosk recogniser with this one's settings decodes ``clips`` (cycled, one stream each) until
+        ``seconds`` of audio went through it, then waits warm in the pool. It is nobody's while it warms up:
+        calls arriving meanwhile are not held back. Returns the seconds decoded."""
+        import numpy as np
+
+        rec = self._make()
+        fed = 0.0
+        for clip in itertools.islice(itertools.cycle(clips), 10000):
+            if fed >= seconds:
+                break
+            pcm = self._as_int16(np.asarray(clip))
+            resampler = self._new_resampler()
+            if resampler is not None:
+                pcm = resampler.resample_chunk(pcm, last=True)
+            rec.ivr_samples = getattr(rec, "ivr_samples", 0) + len(pcm)
+            rec.AcceptWaveform(pcm.tobytes())
+            rec.FinalResult()
+            fed += len(clip) / self.input_rate
+        self._pool.give(self._key, rec, self)
+        return fed
+
+    def close(self) -> None:
+        """The call is over: a recogniser at a clean start goes back to the warm pool (one mid-stream is
+        dropped: its words are the caller's and nobody will read them)."""
+        with self._lock:
+            if self._rec is not None and not self._fed:
+                self._give_back()
+            elif self._rec is not None:
+                self._rec = None
+                self._pool.drop(self._key, self)
 
     async def afeed(self, samples, executor=None) -> AsrEvent | None:
         """``feed`` off the event loop (in ``executor``, default the loop's thread pool)."""
@@ -461,6 +590,169 @@ class Recognizer:
 
     async def afinish(self, executor=None) -> AsrEvent:
         return await asyncio.get_running_loop().run_in_executor(executor, self.finish)
+
+
+class WarmPool:
+    """Vosk recognisers kept between turns and calls, so that decoding starts warm, and a bound on how many
+    decode at once.
+
+    With a model that has a runtime graph (graph/HCLr.fst + Gr.fst, the small models) Vosk composes the
+    decoding graph on the fly, per recogniser, and caches what it composed. A new recogniser decodes 3-4
+    times slower than one that has decoded a few dozen utterances (benchmarks/bench_asr.py prints both), so
+    recognisers are reused: one whose final was taken holds nothing of the caller (Vosk starts a new feature
+    pipeline and decoder for the next audio; only the graph cache remains) and is given back here for the
+    next turn of any call. ``keep`` bounds the idle ones per setting (each warm one holds up to ~130 MB of
+    graph cache with the small models).
+
+    ``live`` bounds the recognisers in use at once per setting (0: no bound). Under load, many callers
+    speaking together would otherwise each get a new, cold recogniser, and all would decode at the cold
+    price; with the bound, a turn beyond it waits (its frames stay queued, oldest turn first) for a warm one,
+    which then catches up several times faster than real time. ``try_take`` is that waiting path;
+    ``take`` (files, the kiosk) never waits.
+    """
+
+    def __init__(self, keep: int, live: int = 0):
+        self.keep = keep
+        self.live = live
+        self._idle: dict[tuple, list] = {}
+        self._holders: dict[tuple, weakref.WeakSet] = {}  # Recognizers holding a Vosk recogniser
+        self._queue: dict[tuple, list] = {}  # weak references to Recognizers waiting, oldest first
+        self._lock = threading.Lock()
+        self.made = 0  # recognisers created (cold starts)
+        self.reused = 0  # takes served warm
+
+    def _holding(self, key: tuple) -> weakref.WeakSet:
+        return self._holders.setdefault(key, weakref.WeakSet())
+
+    def _grant(self, key: tuple, who, make):
+        """Under the lock: ``who`` holds a recogniser from now on; returns (recogniser or None, make)."""
+        self._holding(key).add(who)
+        idle = self._idle.get(key)
+        if idle:
+            self.reused += 1
+            return idle.pop(), None
+        self.made += 1
+        return None, make
+
+    def take(self, key: tuple, make, who):
+        """A recogniser for ``who`` now (warm if one is idle), whatever the bound."""
+        with self._lock:
+            rec, make = self._grant(key, who, make)
+        return rec if rec is not None else make()
+
+    def _turn(self, key: tuple, who) -> bool:
+        """Under the lock: ``who`` may take one now (queued, oldest first, when the bound is reached)."""
+        if not self.live:
+            return True
+        holding = self._holding(key)
+        queue = [r for r in self._queue.get(key, []) if r() is not None and r() not in holding]
+        if not any(r() is who for r in queue):
+            queue.append(weakref.ref(who))
+        self._queue[key] = queue
+        free = self.live - len(holding)
+        return any(r() is who for r in queue[:max(0, free)])
+
+    def can_take(self, key: tuple, who) -> bool:
+        """Whether ``try_take`` would give ``who`` a recogniser now (``who`` keeps its place in line)."""
+        with self._lock:
+            return self._turn(key, who)
+
+    def try_take(self, key: tuple, make, who):
+        """A recogniser for ``who``, or None when ``live`` are in use and older turns wait first."""
+        with self._lock:
+            if not self._turn(key, who):
+                return None
+            self._queue[key] = [r for r in self._queue.get(key, []) if r() is not who]
+            rec, make = self._grant(key, who, make)
+        return rec if rec is not None else make()
+
+    def give(self, key: tuple, rec, who) -> None:
+        """``who`` is done with ``rec``, which is at a clean start: kept warm (the ``keep`` last given)."""
+        with self._lock:
+            self._holding(key).discard(who)
+            idle = self._idle.setdefault(key, [])
+            if rec is not None:
+                idle.append(rec)  # taken last in, first out: the most used stay, the oldest idle one goes
+                if len(idle) > self.keep:
+                    del idle[0]
+
+    def drop(self, key: tuple, who) -> None:
+        """``who`` lets its recogniser go without giving it back (mid-stream, or broken)."""
+        self.give(key, None, who)
+
+    def in_use(self) -> int:
+        with self._lock:
+            return sum(len(v) for v in self._holders.values())
+
+    def idle(self) -> int:
+        with self._lock:
+            return sum(len(v) for v in self._idle.values())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._idle.clear()
+
+
+_pool: WarmPool | None = None
+_pool_lock = threading.Lock()
+
+
+def warm_pool() -> WarmPool:
+    """The process's pool of warm recognisers (``warm_recognizers`` and ``live_recognizers`` in
+    config/asr.yaml)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = WarmPool(warm_recognizers(), live_recognizers())
+        return _pool
+
+
+def _whole(name: str, default: int, top: int, fix: str) -> int:
+    value = settings().get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+        raise IvrError(f"config/asr.yaml: '{name}' must be a whole number between 0 and {top}, not {value!r}", fix)
+    return value
+
+
+def warm_recognizers() -> int:
+    """``warm_recognizers`` in config/asr.yaml: idle recognisers kept warm per setting (0 = none)."""
+    return _whole("warm_recognizers", 8, 256, "write 0 (each turn decodes with a new recogniser) or a number such as 8")
+
+
+def live_recognizers() -> int:
+    """``live_recognizers`` in config/asr.yaml: recognisers decoding at once per setting on the phone
+    (0 = three per CPU core)."""
+    value = _whole("live_recognizers", 0, 1024, "write 0 (three per CPU core) or a number such as 6")
+    return value or 3 * (os.cpu_count() or 1)
+
+
+def warm_up(model, rate: int, clips, *, count: int | None = None, seconds: float | None = None) -> dict:
+    """Decode ``seconds`` of ``clips`` (mono int16 at ``rate``, e.g. the line's own prompts) through each of
+    ``count`` recognisers, then leave them warm in the pool, so the first callers do not pay the cold price.
+    Defaults: ``live_recognizers`` (at most ``warm_recognizers``) recognisers, ``warm_up_seconds`` each.
+    Returns {recognisers, seconds (of audio each), wall_s}."""
+    import time
+
+    count = min(live_recognizers(), warm_recognizers()) if count is None else count
+    seconds = warm_up_seconds() if seconds is None else seconds
+    clips = [c for c in clips if len(c)]
+    t0 = time.perf_counter()
+    if not clips or count <= 0 or seconds <= 0:
+        return {"recognisers": 0, "seconds": 0.0, "wall_s": 0.0}
+    template = Recognizer(model, rate)
+    fed = 0.0
+    for _ in range(count):
+        fed = template.warm_one(clips, seconds)
+    return {"recognisers": count, "seconds": round(fed, 1), "wall_s": round(time.perf_counter() - t0, 2)}
+
+
+def warm_up_seconds() -> float:
+    """``warm_up_seconds`` in config/asr.yaml: audio decoded by each recogniser when a server starts."""
+    value = settings().get("warm_up_seconds", 15)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 600:
+        raise IvrError(f"config/asr.yaml: 'warm_up_seconds' must be a number of seconds from 0 to 600, not {value!r}",
+                       "write 0 (no warm-up) or a number such as 15")
+    return float(value)
 
 
 def menu_phrases() -> list[str]:

@@ -115,6 +115,17 @@ class CallerAudio:
         """A turn is under way or waits to be decoded (the caller is not silent for the dialogue's timers)."""
         return bool(self.backlog) or self.gate.in_turn
 
+    def ready(self) -> bool:
+        """Speech waits to be decoded and can be now (a recogniser is held, or the pool has one for this turn,
+        which keeps its place in line)."""
+        if not self.backlog:
+            return False
+        head = self.backlog[0]
+        rec = self.recognizer if head.start else self._rec
+        if head.frame is None or rec is None or not hasattr(rec, "ready"):
+            return True
+        return rec.ready()
+
     def lag(self, now: float | None = None) -> float:
         """Wall-clock seconds the oldest frame waiting to be decoded has waited (0 when none waits)."""
         try:
@@ -145,15 +156,22 @@ class CallerAudio:
             out += self.decode()
         return out
 
-    def decode(self, max_frames: int | None = None) -> list[CallerEvent]:
-        """Decode frames waiting in ``backlog`` (all, or at most ``max_frames``): partials, finals."""
+    def decode(self, max_frames: int | None = None, wait: bool = True) -> list[CallerEvent]:
+        """Decode frames waiting in ``backlog`` (all, or at most ``max_frames``): partials, finals. A turn
+        that cannot have a recogniser yet (``ivr.media.asr.WarmPool``: as many turns as the line decodes at
+        once are being decoded) stays in the backlog, unless ``wait`` is False (the caller hung up)."""
         out: list[CallerEvent] = []
         n = 0
         while self.backlog and (max_frames is None or n < max_frames):
-            g = self.backlog.popleft()
+            g = self.backlog[0]
             if g.start:
+                g.start = False  # the turn starts once, even if its first frame waits for a recogniser
                 self._rec = self.recognizer
                 out += self._turn_start(g.t_end)
+            if (wait and g.frame is not None and self._rec is not None and hasattr(self._rec, "acquire")
+                    and not self._rec.acquire()):
+                break  # as many turns as the line decodes at once are being decoded: this one waits its turn
+            self.backlog.popleft()
             if self._rec is None:
                 continue
             if g.frame is not None:
@@ -171,7 +189,7 @@ class CallerAudio:
         if step.turn_end:
             self.backlog.append(_Gated(None, float(t), self.clock(), end=True, voice_end=float(t)))
         last = None
-        for ev in self.decode():
+        for ev in self.decode(wait=False):
             if isinstance(ev, SpeechFinal | EngineFailed):
                 last = ev
         if isinstance(last, SpeechFinal):

@@ -15,7 +15,9 @@ time is the count of 20 ms frames fed):
 - Gate: while nobody speaks, frames are held back (the recogniser costs nothing in silence); the last
   ``pre_roll_ms`` of them are kept. When speech starts (ivr/media/vad.py: ``start_ms`` of speech-like frames
   in a row) the pre-roll is released first, so no word onset is lost, then every frame of the turn, pauses
-  included, until the turn ends. Inside a turn a frame counts as voiced from ``keep_db`` above the noise floor
+  included, until the turn ends; quiet beyond ``hang_ms`` after the last speech-like frame is held back and
+  goes to the recogniser only if the caller speaks again in the same turn (then the whole pause, in order),
+  so the quiet that ends a turn costs ``hang_ms`` of decoding, not ``end_ms``. Inside a turn a frame counts as voiced from ``keep_db`` above the noise floor
   (hysteresis: the soft end of a word, under the VAD's onset threshold, does not count as quiet). That floor
   is the VAD's, or the quietest frame of the last ``floor_window_ms`` when louder: noise that starts with the
   caller's voice (a noisy line, a recording) is not taken for more words.
@@ -45,6 +47,7 @@ END_MS = {"yes_no": 500.0, "menu": 500.0, "question": 650.0, "open": 800.0}
 @dataclass(frozen=True)
 class TurnSettings:
     pre_roll_ms: float = 300.0  # audio before the onset that goes to the recogniser with it
+    hang_ms: float = 250.0  # quiet after speech that goes to the recogniser at once; more only if speech resumes
     end_ms: float = 650.0  # quiet after the last speech-like frame that ends the turn
     keep_db: float = 4.0  # inside a turn, a frame this far above the noise floor still counts as voiced
     floor_window_ms: float = 1000.0  # inside a turn the floor is also the quietest frame of this window
@@ -74,6 +77,8 @@ class TurnGate:
         self._pre: deque[np.ndarray] = deque(maxlen=pre)
         self._end_frames = 0
         self.set_end_ms(self.s.end_ms)
+        self._hang_frames = max(0, int(round(self.s.hang_ms / 1000 / self.frame_s)))
+        self._held: list[np.ndarray] = []  # quiet frames past the hang-over, inside a turn
         self._max_frames = int(round(self.s.max_turn_s / self.frame_s))
         self._recent: deque[float] = deque(maxlen=max(1, int(round(self.s.floor_window_ms / 1000 / self.frame_s))))
         self.in_turn = False
@@ -125,14 +130,24 @@ class TurnGate:
         self._turn_frames += 1
         if speech:
             self._last_speech = idx
-        self.sent += 1
-        if idx - self._last_speech >= self._end_frames or self._turn_frames >= self._max_frames:
+        ends = idx - self._last_speech >= self._end_frames or self._turn_frames >= self._max_frames
+        if speech:  # a pause longer than the hang-over goes to the recogniser whole, before the words after it
+            out = [*self._held, x]
+            self._held.clear()
+        elif idx - self._last_speech <= self._hang_frames:
+            out = [x]
+        else:  # quiet past the hang-over: held back, decoded only if the caller speaks again in this turn
+            self._held.append(x)
+            out = []
+        self.sent += len(out)
+        if ends:
             self.in_turn = False
             self.vad.reset()
+            self._held.clear()  # the quiet that ended the turn costs no decoding
             # the quiet that ended the turn is the background now (the VAD does not learn while one speaks)
             v.noise_floor_db = max(v.noise_floor_db, min(self._recent))
-            return TurnStep([x], turn_end=True, voice_end=round((self._last_speech + 1) * self.frame_s, 6))
-        return TurnStep([x])
+            return TurnStep(out, turn_end=True, voice_end=round((self._last_speech + 1) * self.frame_s, 6))
+        return TurnStep(out)
 
     def flush(self) -> TurnStep:
         """The audio ended (hang-up, end of file): end a turn in progress."""
@@ -140,4 +155,5 @@ class TurnGate:
             return TurnStep([])
         self.in_turn = False
         self.vad.reset()
+        self._held.clear()
         return TurnStep([], turn_end=True, voice_end=round((self._last_speech + 1) * self.frame_s, 6))

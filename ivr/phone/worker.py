@@ -406,7 +406,7 @@ class SessionWorker:
             if self._closed:
                 return
             fast = bool(self._control or self._media) and not self._queued
-            slow = self._backlog() > 0 and not self._queued_decode
+            slow = not self._queued_decode and self._decodable()
             self._queued |= fast
             self._queued_decode |= slow
         if fast:
@@ -427,6 +427,15 @@ class SessionWorker:
     def _backlog(self) -> int:
         session = self.session
         return int(getattr(session, "decode_backlog", 0) or 0) if session is not None else 0
+
+    def _decodable(self) -> bool:
+        """Speech waits and can be decoded now. A turn waiting for a recogniser (as many as the line decodes
+        at once are in use) is not put in the decoders' line: its next frame looks again, 20 ms later."""
+        session = self.session
+        if session is None or not self._backlog():
+            return False
+        ready = getattr(session, "decode_ready", None)
+        return True if ready is None else bool(ready)
 
     def _decode_some(self) -> None:
         session = self.session
