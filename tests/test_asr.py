@@ -509,3 +509,16 @@ def test_live_and_warm_up_settings_are_checked(monkeypatch, name, value):
     monkeypatch.setattr(asr, "settings", lambda: {name: value})
     with pytest.raises(IvrError, match=name):
         asr.live_recognizers() if name == "live_recognizers" else asr.warm_up_seconds()
+
+
+def test_a_call_that_ends_while_waiting_leaves_the_line(ko_model, korean_speech):
+    audio, rate = korean_speech
+    pool = asr.WarmPool(keep=4, live=1)
+    a, b, c = (asr.Recognizer(ko_model, rate) for _ in range(3))
+    for r in (a, b, c):
+        r._pool = pool
+    assert a.acquire() and not b.ready() and not c.ready()  # b, then c, wait in line
+    b.close()  # b's caller hung up: it must not hold the line (it is still alive: nothing collected it)
+    a.feed(audio[: rate // 2])
+    a.finish()
+    assert c.ready() and c.acquire()

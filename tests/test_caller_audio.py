@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from ivr.core.events import Digit, SpeechFinal
 from ivr.media.caller_audio import CallerAudio
@@ -82,8 +83,10 @@ def _heard_frames(caller, x):
     heard, finals = [], []
     feed = caller.recognizer.feed
 
-    def spy(samples):  # the real recogniser, its input written down
-        heard.append(index.get(np.asarray(samples).tobytes(), -1))
+    def spy(samples):  # the real recogniser, its input written down (frame by frame: it may get several at once)
+        samples = np.asarray(samples)
+        for i in range(0, len(samples), n):
+            heard.append(index.get(samples[i:i + n].tobytes(), -1))
         return feed(samples)
 
     caller.recognizer.feed = spy
@@ -176,3 +179,18 @@ def test_a_turn_beyond_the_live_bound_waits_its_turn_then_catches_up(monkeypatch
     assert not second.backlog  # once the first turn ended, the second was decoded in one go
     assert len(finals[2]) == 1 and finals[2][0].text
     assert pool.made == 1  # one recogniser served both turns
+
+
+def test_a_hang_up_on_a_busy_line_drops_the_speech_still_waiting_undecoded():
+    from ivr.media import asr
+    from tests.test_session import korean_model_dir
+
+    x, spans = _call_audio(RATE)
+    caller = CallerAudio(RATE, asr.load_model(korean_model_dir()), defer=True)
+    for k, f in enumerate(frames(x[: (spans[0][1] + 5) * FRAME])):  # the caller is still speaking
+        caller.feed(f, k * FRAME / RATE)
+    waiting = sum(g.frame is not None for g in caller.backlog)
+    assert waiting > 50
+    assert caller.drop_waiting() == pytest.approx(waiting * FRAME / RATE)
+    assert caller.finish(len(x) / RATE) is None  # nothing decoded, nothing made up
+    assert caller.decoded == 0 and not caller.backlog

@@ -188,7 +188,14 @@ class CallSession:
         """The caller hung up: the recogniser's last words are recorded, the call told, the log closed."""
         if not self.call.ended:
             with self._guard(t, "hangup"):
-                self._events(self.caller.decode())  # words of turns already ended reach the dialogue
+                if self.caller.defer:
+                    # the phone: speech still waiting for a recogniser is not decoded once the caller is gone
+                    # (it would take decoding time from the callers still on the line); the log says how much
+                    dropped = self.caller.drop_waiting()
+                    if dropped:
+                        self.call.note(t, "speech_not_decoded", seconds=round(dropped, 2), reason="caller hung up")
+                else:
+                    self._events(self.caller.decode())  # words of turns already ended reach the dialogue
                 last = self.caller.finish(t) if not self.call.ended else None
                 if isinstance(last, SpeechFinal):
                     extra = {"lag_ms": last.lag_ms} if last.lag_ms is not None else {}
@@ -264,6 +271,7 @@ class CallSession:
             self._after()
 
     def _close(self) -> None:
+        self.caller.close()  # its recogniser goes back to the pool now, not when the call is garbage-collected
         if self.calllog is not None:
             self.calllog.close()
 

@@ -395,6 +395,10 @@ class Recognizer:
         """Whether ``acquire`` would succeed now (this recogniser keeps its place in the pool's line)."""
         return self._rec is not None or self._pool.can_take(self._key, self)
 
+    def others_waiting(self) -> bool:
+        """Other turns wait in line for a recogniser like this one (the line is busy)."""
+        return self._rec is None and self._pool.waiting(self._key) > 0
+
     def acquire(self) -> bool:
         """Hold a Vosk recogniser for the stream about to be fed, within the pool's bound on recognisers
         decoding at once; False (and a place in line) when the bound is reached."""
@@ -521,7 +525,10 @@ class Recognizer:
         import numpy as np
 
         with self._lock:
-            self._take()
+            if self._rec is None:  # nothing was fed since the last final: nothing to say, nothing to take
+                self._resampler = self._new_resampler()
+                self._last_partial = ""
+                return AsrEvent("final", "", [], 0.0)
             if self._resampler is not None:
                 tail = self._resampler.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
                 if len(tail):
@@ -578,6 +585,7 @@ class Recognizer:
         """The call is over: a recogniser at a clean start goes back to the warm pool (one mid-stream is
         dropped: its words are the caller's and nobody will read them)."""
         with self._lock:
+            self._pool.leave(self._key, self)
             if self._rec is not None and not self._fed:
                 self._give_back()
             elif self._rec is not None:
@@ -676,6 +684,17 @@ class WarmPool:
                 if len(idle) > self.keep:
                     del idle[0]
 
+    def waiting(self, key: tuple) -> int:
+        """Turns waiting in line for a recogniser of this setting."""
+        with self._lock:
+            holding = self._holding(key)
+            return sum(1 for r in self._queue.get(key, []) if r() is not None and r() not in holding)
+
+    def leave(self, key: tuple, who) -> None:
+        """``who`` no longer waits (its call is over)."""
+        with self._lock:
+            self._queue[key] = [r for r in self._queue.get(key, []) if r() is not None and r() is not who]
+
     def drop(self, key: tuple, who) -> None:
         """``who`` lets its recogniser go without giving it back (mid-stream, or broken)."""
         self.give(key, None, who)
@@ -716,14 +735,14 @@ def _whole(name: str, default: int, top: int, fix: str) -> int:
 
 def warm_recognizers() -> int:
     """``warm_recognizers`` in config/asr.yaml: idle recognisers kept warm per setting (0 = none)."""
-    return _whole("warm_recognizers", 8, 256, "write 0 (each turn decodes with a new recogniser) or a number such as 8")
+    return _whole("warm_recognizers", 16, 256, "write 0 (each turn decodes with a new recogniser) or a number such as 16")
 
 
 def live_recognizers() -> int:
     """``live_recognizers`` in config/asr.yaml: recognisers decoding at once per setting on the phone
-    (0 = three per CPU core)."""
-    value = _whole("live_recognizers", 0, 1024, "write 0 (three per CPU core) or a number such as 6")
-    return value or 3 * (os.cpu_count() or 1)
+    (0 = four per CPU core)."""
+    value = _whole("live_recognizers", 0, 1024, "write 0 (four per CPU core) or a number such as 8")
+    return value or 4 * (os.cpu_count() or 1)
 
 
 def warm_up(model, rate: int, clips, *, count: int | None = None, seconds: float | None = None) -> dict:

@@ -46,7 +46,7 @@ log = logging.getLogger("ivr.phone.worker")
 
 FRAME_SAMPLES = 160  # 20 ms at 8 kHz
 PREFETCH = 3  # frames prepared ahead of the clock (60 ms)
-DECODE_CHUNK = 3  # speech frames decoded before the thread looks at other calls' keys and frames again
+DECODE_CHUNK = 10  # speech frames decoded (in one recogniser call) before the thread looks at other calls again
 
 SessionFactory = Callable[..., Any]  # (call_id, channel[, speech=False]) -> CallSession
 
