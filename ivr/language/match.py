@@ -520,7 +520,8 @@ class Matcher:
         # veto is wide when the caller names another service, narrow (or off) otherwise
         gap = self.ngram_oos_gap if named else self.ngram_oos_gap_unnamed
         sure = (agree or not self.needs_agreement) and inside.get(second_top, 0.0) - second_oos >= gap
-        result = self._decide_in_scope(blended, blended_oos, named, sure=sure, agree=agree, word_top=top.score)
+        own = best.get(blended[0].faq_id, 0.0)
+        result = self._decide_in_scope(blended, blended_oos, named, sure=sure, agree=agree, own_score=own)
         return dataclasses.replace(result, names_other_service=named) if named else result
 
     def _decide(self, candidates: list[Candidate], oos: float, named: bool = True) -> MatchResult:
@@ -536,11 +537,12 @@ class Matcher:
         return dataclasses.replace(result, names_other_service=named) if named else result
 
     def _decide_in_scope(self, candidates: list[Candidate], oos: float, named: bool, sure: bool = True,
-                         agree: bool = False, word_top: float | None = None) -> MatchResult:
+                         agree: bool = False, own_score: float | None = None) -> MatchResult:
         """``sure``: nothing the second signal says vetoes an answer outright; ``agree``: both signals rank
-        the top candidate first (it may be answered at ``agree_answer_threshold`` / ``agree_margin``, when the
-        word matcher's own score ``word_top`` reaches that threshold too: the n-gram cosine alone does not
-        know that "hỗ trợ" says nothing)."""
+        the top candidate first (it may be answered at ``agree_answer_threshold`` / ``agree_margin``).
+        ``own_score``: the word matcher's own score of the top candidate. The rules for low scores (agreement,
+        a far or clear lead) need it to reach their threshold too: the n-gram cosine alone does not know
+        that "hỗ trợ" says nothing, nor lifts "trời hôm nay đẹp quá" into a confirmation."""
         top = candidates[0]
         runner_up = candidates[1].score if len(candidates) > 1 else 0.0
         # an answer read out to a caller asking about another service is the costliest mistake: a question
@@ -550,19 +552,19 @@ class Matcher:
         # to "quên mật khẩu wifi nhà" and still answered), unless the naming word was misheard.
         gap = self.answer_oos_gap if named else self.answer_oos_gap_unnamed
         clear_of_oos = oos <= top.score - gap and sure
-        own = top.score if word_top is None else min(top.score, word_top)
+        own = top.score if own_score is None else min(top.score, own_score)
         if clear_of_oos and agree and own >= self.agree_threshold and top.score - runner_up >= self.agree_margin:
             return MatchResult("answer", top.faq_id, top.score, candidates, out_of_scope_score=oos)
         if clear_of_oos and top.score >= self.answer_threshold and top.score - runner_up >= self.margin:
             return MatchResult("answer", top.faq_id, top.score, candidates, out_of_scope_score=oos)
         # far ahead of every other entry (a long chatty sentence scores low while its ranking is sure)
-        if (clear_of_oos and top.score >= self.answer_lead_threshold
+        if (clear_of_oos and own >= self.answer_lead_threshold
                 and top.score >= self.answer_lead_ratio * runner_up):
             return MatchResult("answer", top.faq_id, top.score, candidates, out_of_scope_score=oos)
         if top.score >= self.confirm_threshold:
             return MatchResult("confirm", top.faq_id, top.score, candidates, out_of_scope_score=oos)
         # a moderate score far ahead of every other entry: the ranking is trusted, the caller is asked
-        if top.score >= self.lead_threshold and top.score >= self.lead_ratio * runner_up:
+        if own >= self.lead_threshold and top.score >= self.lead_ratio * runner_up:
             return MatchResult("confirm", top.faq_id, top.score, candidates, out_of_scope_score=oos)
         return MatchResult("reject", None, top.score, candidates, out_of_scope_score=oos)
 
