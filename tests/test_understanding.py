@@ -21,13 +21,13 @@ LEVELS = [
     ("eval_questions_long.yaml", 0.2, 0.986, 0.761, 0.000, 0.920),
     ("eval_questions_keywords.yaml", 0.2, 0.973, 0.919, 0.000, 0.941),
     ("eval_questions_symptoms.yaml", None, 0.942, 0.827, 0.000, 0.917),
-    ("eval_questions_symptoms.yaml", 0.2, 0.910, 0.712, 0.000, 0.972),
-    ("eval_questions_fresh.yaml", None, 0.895, 0.676, 0.000, 0.933),
-    ("eval_questions_fresh.yaml", 0.2, 0.867, 0.571, 0.015, 0.900),
-    ("eval_questions_fresh.yaml", 0.3, 0.829, 0.448, 0.000, 0.900),
-    ("eval_callers.yaml", None, 0.935, 0.827, 0.000, 0.966),
-    ("eval_callers.yaml", 0.2, 0.911, 0.720, 0.015, 0.931),
-    ("eval_callers.yaml", 0.3, 0.897, 0.692, 0.011, 0.914),
+    ("eval_questions_symptoms.yaml", 0.2, 0.891, 0.705, 0.000, 0.972),
+    ("eval_questions_fresh.yaml", None, 0.895, 0.676, 0.000, 0.967),
+    ("eval_questions_fresh.yaml", 0.2, 0.867, 0.581, 0.007, 0.933),
+    ("eval_questions_fresh.yaml", 0.3, 0.829, 0.448, 0.000, 0.933),
+    ("eval_callers.yaml", None, 0.935, 0.822, 0.000, 0.966),
+    ("eval_callers.yaml", 0.2, 0.907, 0.706, 0.015, 0.931),
+    ("eval_callers.yaml", 0.3, 0.888, 0.682, 0.011, 0.914),
 ]
 
 

@@ -421,10 +421,11 @@ class Matcher:
             out[i] = (w_overlap * f + (1 - w_overlap) * fuzzy * cq ** gate) * evidence
         return out
 
-    def _owner_scores(self, text: str, word_conf: list[float] | None = None) -> tuple[dict[int, float], bool]:
+    def _owner_scores(self, text: str, word_conf: list[float] | None = None,
+                      norm: str | None = None) -> tuple[dict[int, float], bool]:
         """Best phrasing score per owner (entry id, or a negative id for an out-of-scope group), and whether the
-        caller used a word that only out-of-scope phrasings use."""
-        norm = normalize(text)
+        caller used a word that only out-of-scope phrasings use. ``norm``: ``normalize(text)``, when known."""
+        norm = normalize(text) if norm is None else norm
         if not norm:
             return {}, False
         doubtful: frozenset[int] = frozenset()
@@ -471,11 +472,12 @@ class Matcher:
         oos = max((v for o, v in best.items() if o < 0), default=0.0)
         return cands, round(min(1.0, max(0.0, oos)), 4)
 
-    def _ngram_scores(self, text: str) -> dict[int, float]:
-        """Best character n-gram cosine per owner (entry id, or a negative id for an out-of-scope group)."""
+    def _ngram_scores(self, text: str, norm: str | None = None) -> dict[int, float]:
+        """Best character n-gram cosine per owner (entry id, or a negative id for an out-of-scope group).
+        ``norm``: ``normalize(text)`` when the caller has it already."""
         if self.ngram is None:
             return {}
-        folded = strip_marks(normalize(text))
+        folded = strip_marks(normalize(text) if norm is None else norm)
         if not folded:
             return {}
         best = np.zeros(len(self._owner_keys))
@@ -574,8 +576,9 @@ class Matcher:
         ``word_conf``: the recogniser's confidence of each word of ``text`` (in order); words below
         ``doubtful_word_conf`` may be read as a known word one letter away."""
         try:
-            best, named = self._owner_scores(text, word_conf) if isinstance(text, str) else ({}, False)
-            second = self._ngram_scores(text) if best and self.ngram is not None else {}
+            norm = normalize(text) if isinstance(text, str) else ""
+            best, named = self._owner_scores(text, word_conf, norm) if norm else ({}, False)
+            second = self._ngram_scores(text, norm) if best and self.ngram is not None else {}
         except (ValueError, TypeError):
             best, named, second = {}, False, {}
         return self._judge(best, named, second)
@@ -599,8 +602,9 @@ class Matcher:
         named_weight = 0.0
         for text, w in hyps:
             try:
-                best, named = self._owner_scores(text)
-                second = self._ngram_scores(text) if self.ngram is not None else {}
+                norm = normalize(text)
+                best, named = self._owner_scores(text, norm=norm)
+                second = self._ngram_scores(text, norm) if self.ngram is not None else {}
             except (ValueError, TypeError):
                 best, named, second = {}, False, {}
             named_weight += w * named

@@ -59,30 +59,47 @@ class NgramIndex:
         self.indptr[1:] = np.cumsum([len(r) for r in rows])
         self.rows = np.fromiter((i for r in rows for i in r), dtype=np.int32, count=int(self.indptr[-1]))
         self.vals = np.fromiter((v for r in vals for v in r), dtype=np.float32, count=int(self.indptr[-1]))
+        self.idf_array = np.asarray(self.idf, dtype=np.float64)
+        # a word's n-grams: the column numbers and counts of those some phrasing has, and the others
+        self._words: dict[str, tuple[np.ndarray, np.ndarray, tuple[tuple[str, int], ...]]] = {}
+
+    def _word_grams(self, word: str) -> tuple[np.ndarray, np.ndarray, tuple[tuple[str, int], ...]]:
+        got = self._words.get(word)
+        if got is None:
+            c = grams(word, self.low, self.high)
+            seen = [(self.vocab[g], k) for g, k in c.items() if g in self.vocab]
+            got = (np.array([j for j, _ in seen], dtype=np.int64), np.array([k for _, k in seen], dtype=np.float64),
+                   tuple((g, k) for g, k in c.items() if g not in self.vocab))
+            if len(self._words) < 100_000:
+                self._words[word] = got
+        return got
 
     def cosine(self, text: str) -> np.ndarray:
         """Cosine similarity of ``text`` with every indexed text (zeros where they share no n-gram)."""
         out = np.zeros(self.size, dtype=np.float64)
-        c = grams(text, self.low, self.high)
-        sq = 0.0
-        hits: list[tuple[int, float]] = []
-        for g, k in c.items():
-            j = self.vocab.get(g)
-            w = (1.0 + math.log(k)) * (self.idf[j] if j is not None else self.unseen_idf)
-            sq += w * w
-            if j is not None:
-                hits.append((j, w))
-        if not hits:
+        parts = [self._word_grams(w) for w in text.split()]
+        if not parts:
             return out
-        starts = self.indptr[[j for j, _ in hits]]
-        ends = self.indptr[[j + 1 for j, _ in hits]]
-        lengths = ends - starts
+        unseen: dict[str, int] = {}
+        for _, _, rest in parts:
+            for g, k in rest:
+                unseen[g] = unseen.get(g, 0) + k
+        sq = sum(((1.0 + math.log(k)) * self.unseen_idf) ** 2 for k in unseen.values())
+        cols = np.concatenate([c for c, _, _ in parts])
+        if cols.size == 0:
+            return out
+        counts = np.bincount(cols, weights=np.concatenate([k for _, k, _ in parts]), minlength=len(self.idf))
+        hit = np.flatnonzero(counts)
+        w = (1.0 + np.log(counts[hit])) * self.idf_array[hit]
+        sq += float(w @ w)
+        starts = self.indptr[hit]
+        lengths = self.indptr[hit + 1] - starts
         total = int(lengths.sum())
-        if total == 0:
+        if total == 0 or sq <= 0:
             return out
         # the positions of every hit column's entries, in one index array
         offsets = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
         pos = np.arange(total) + offsets
-        weights = np.repeat(np.array([w for _, w in hits]) / math.sqrt(sq), lengths)
+        weights = np.repeat(w / math.sqrt(sq), lengths)
         out += np.bincount(self.rows[pos], weights=self.vals[pos] * weights, minlength=self.size)
         return out
