@@ -2,8 +2,9 @@
 20 and 30 % syllable error rate (the Vosk-style noise channel, ivr/language/noise.py, seed 0).
 
 Sets: dev (tests/data/eval_questions.yaml), long and keywords (tests/data/eval_questions_long.yaml,
-eval_questions_keywords.yaml: long chatty questions and few-word calls); the matcher was calibrated on these
-three. Fresh (tests/data/eval_questions_fresh.yaml) and callers (tests/data/eval_callers.yaml), never used
+eval_questions_keywords.yaml: long chatty questions and few-word calls) and symptoms
+(eval_questions_symptoms.yaml: callers describing what happens in their own words, regional wording); the
+matcher was calibrated on these four. Fresh (tests/data/eval_questions_fresh.yaml) and callers (tests/data/eval_callers.yaml), never used
 to tune.
 "clean" is the typed text; 0 % is the same text as the recogniser writes it (lower case, numbers and
 loanwords as Vietnamese syllables) without errors.
@@ -42,6 +43,7 @@ SETS = {
     "dev": ROOT / "tests" / "data" / "eval_questions.yaml",
     "long": ROOT / "tests" / "data" / "eval_questions_long.yaml",
     "keywords": ROOT / "tests" / "data" / "eval_questions_keywords.yaml",
+    "symptoms": ROOT / "tests" / "data" / "eval_questions_symptoms.yaml",
     "fresh": ROOT / "tests" / "data" / "eval_questions_fresh.yaml",
     "callers": ROOT / "tests" / "data" / "eval_callers.yaml",
 }
@@ -165,7 +167,7 @@ def calibrate(system: Baseline, items) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sets", default="dev,long,keywords,fresh,callers")
+    ap.add_argument("--sets", default="dev,long,keywords,symptoms,fresh,callers")
     ap.add_argument("--noise", default="clean,0,0.1,0.2,0.3")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

@@ -9,6 +9,10 @@ from ivr.content.faq import Faq, FaqEntry, Topic, load_faq
 from ivr.language.match import Candidate, Matcher, MatchResult, yes_no
 from ivr.language.normalize import normalize
 
+# the word matcher alone (no character n-gram signal): for tests of how its own scores and rules behave
+WORDS_ONLY = {"ngram_weight": 0.0, "answer_needs_agreement": 0, "agree_answer_threshold": 1.01,
+              "ngram_out_of_scope_gap": -1.0, "ngram_out_of_scope_gap_unnamed": -1.0}
+
 EVAL_FILE = paths.home() / "tests" / "data" / "eval_questions.yaml"  # dev: used to calibrate
 FRESH_FILE = paths.home() / "tests" / "data" / "eval_questions_fresh.yaml"  # never used to calibrate
 
@@ -118,7 +122,7 @@ def test_a_clearly_leading_entry_is_confirmed_not_rejected(faq):
     text = "dạ điện thoại cũ của em bị mất cắp rồi em mua máy mới thì kích hoạt lại tài khoản kiểu gì chị"
     # (scored without unmatched_cap, so that the sentence's length dilutes its score)
     m = Matcher(faq, {**config.load("match"), "confirm_threshold": 0.48, "lead_threshold": 0.3, "lead_ratio": 1.5,
-                      "answer_lead_threshold": 1.01, "unmatched_cap": 0.0})
+                      "answer_lead_threshold": 1.01, "unmatched_cap": 0.0, **WORDS_ONLY})
     top, runner_up = m.scores(text)[:2]
     assert top.faq_id == 3 and top.score < m.confirm_threshold, top
     assert top.score >= m.lead_threshold and top.score >= m.lead_ratio * runner_up.score
@@ -133,7 +137,7 @@ def test_a_long_chatty_question_is_scored_by_its_best_matching_content(faq):
     chatty = ("chị ơi cho em hỏi là hôm qua em mới đổi điện thoại mới xong giờ em không đăng nhập được vào cái "
               "app ký số nữa thì phải làm sao")
     short = "quên mã pin thì làm sao"
-    settings = config.load("match")
+    settings = {**config.load("match"), **WORDS_ONLY}
     capped = Matcher(faq, {**settings, "unmatched_cap": 4.0})
     diluted = Matcher(faq, {**settings, "unmatched_cap": 0.0})
     top, runner_up = capped.scores(chatty)[:2]
@@ -419,7 +423,7 @@ def test_doubtful_words_are_read_as_near_known_words(faq):
 def test_a_far_leading_entry_is_answered(faq):
     """answer_lead_*: a moderate score many times the runner-up's is answered outright."""
     text = "dạ điện thoại cũ của em bị mất cắp rồi em mua máy mới thì kích hoạt lại tài khoản kiểu gì chị"
-    base = {**config.load("match"), "answer_threshold": 1.01}
+    base = {**config.load("match"), "answer_threshold": 1.01, **WORDS_ONLY}
     top, runner_up = Matcher(faq, base).scores(text)[:2]
     on = Matcher(faq, {**base, "answer_lead_threshold": top.score - 0.01, "answer_lead_ratio": 2.0})
     off = Matcher(faq, {**base, "answer_lead_threshold": 1.01})
@@ -450,9 +454,9 @@ def test_a_generic_word_beside_a_topic_is_not_its_own_evidence(matcher):
 
 def test_generic_word_share_is_what_weakens_a_generic_request(faq):
     text = "tôi cần hỗ trợ"
-    full = Matcher(faq, {**config.load("match"), "generic_word_share": 1.0})
+    full = Matcher(faq, {**config.load("match"), "generic_word_share": 1.0, **WORDS_ONLY})
     assert (full.match(text).decision, full.match(text).faq_id) == ("answer", 7)  # the word's IDF alone
-    weak = Matcher(faq, {**config.load("match"), "generic_word_share": 0.1})
+    weak = Matcher(faq, {**config.load("match"), "generic_word_share": 0.1, **WORDS_ONLY})
     assert weak.match(text).decision == "reject"
     assert weak.scores(text)[0].score < full.scores(text)[0].score / 3
     # a question without a generic word scores the same either way

@@ -26,11 +26,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import LCSseq, Levenshtein
 
 from ivr.content.faq import Faq
 from ivr.errors import IvrError
+from ivr.language.ngram import NgramIndex
 from ivr.language.normalize import fold, is_folded, normalize, strip_marks
 from ivr.language.phonetic import key as sound_key
 from ivr.language.phonetic import keys as sound_keys
@@ -88,6 +90,14 @@ DEFAULTS = {
     "max_candidates": 400,  # phrasings rescored after the first pass (large FAQs)
     "doubtful_word_conf": 0.0,  # recognised words below this confidence count as near words (weakly)
     "generic_word_share": 1.0,  # share of a generic word's weight (GENERIC_WORDS) in the evidence of a match
+    # the second signal (ivr/language/ngram.py: TF-IDF character n-gram cosine over the diacritic-free form)
+    "ngram_weight": 0.0,  # its share in an entry's score (rest: the word matcher's score)
+    "answer_needs_agreement": 0,  # 1: answered outright only when both signals rank the same entry first
+    "agree_answer_threshold": 1.01,  # both signals agree: answered outright at this score ...
+    "agree_margin": 1.0,  # ... when it leads the runner-up by this
+    "ngram_out_of_scope_gap": -1.0,  # answered outright only when the n-gram's best entry beats its best
+                                     # out-of-scope phrasing by this (-1: no condition) ...
+    "ngram_out_of_scope_gap_unnamed": -1.0,  # ... by this when the caller names no other service
 }
 
 
@@ -104,6 +114,8 @@ _RANGES = {
     "sound_factor": (0.0, 1.0), "fuzzy_gate": (0.0, 100.0), "evidence_scale": (0.01, 100.0),
     "pair_weight": (0.0, 100.0), "weight_scale": (1, 1000), "max_candidates": (1, 1_000_000),
     "doubtful_word_conf": (0.0, 1.0), "generic_word_share": (0.0, 1.0),
+    "ngram_weight": (0.0, 1.0), "answer_needs_agreement": (0, 1), "agree_answer_threshold": (0.0, 1.01),
+    "agree_margin": (0.0, 1.0), "ngram_out_of_scope_gap": (-1.0, 1.0), "ngram_out_of_scope_gap_unnamed": (-1.0, 1.0),
 }
 
 
@@ -273,16 +285,7 @@ class Matcher:
         else:
             self.settings = check_settings(settings or {})
         s = self.settings
-        self.answer_threshold = float(s["answer_threshold"])
-        self.confirm_threshold = float(s["confirm_threshold"])
-        self.margin = float(s["margin"])
-        self.lead_threshold = float(s["lead_threshold"])
-        self.lead_ratio = float(s["lead_ratio"])
-        self.answer_lead_threshold = float(s["answer_lead_threshold"])
-        self.answer_lead_ratio = float(s["answer_lead_ratio"])
-        self.oos_margin = float(s["out_of_scope_margin"])
-        self.answer_oos_gap = float(s["answer_out_of_scope_gap"])
-        self.answer_oos_gap_unnamed = float(s["answer_out_of_scope_gap_unnamed"])
+        self.set_decision(s)
         self.fold_factor = float(s["fold_factor"])
         self.sound_factor = float(s["sound_factor"])
         self.doubtful_conf = float(s["doubtful_word_conf"])
@@ -312,6 +315,37 @@ class Matcher:
         # words that only out-of-scope phrasings use ("wifi", "token", "ngân hàng"): naming one is a sign
         self.oos_words = self._only_out_of_scope(self.norm)
         self.oos_folded_words = self._only_out_of_scope(self.fold)
+        # the second signal: character n-grams of the diacritic-free form (forgives the marks a recogniser
+        # gets wrong, and a wrong letter keeps the rest of its word's n-grams)
+        self.ngram: NgramIndex | None = None
+        if (self.ngram_weight > 0 or self.needs_agreement or self.agree_threshold <= 1.0
+                or self.ngram_oos_gap > -1.0 or self.ngram_oos_gap_unnamed > -1.0):
+            self.ngram = NgramIndex(self.fold.texts)
+            self._owner_keys = sorted(set(owners))
+            slot = {o: k for k, o in enumerate(self._owner_keys)}
+            self._owner_slots = np.array([slot[o] for o in owners], dtype=np.int64)
+
+    def set_decision(self, settings: dict) -> None:
+        """Take the decision settings (thresholds, margins, the second signal's share and vetoes) from
+        ``settings`` (checked ones, as ``check_settings`` returns them). Scoring settings are fixed at
+        construction; scripts/tune_matcher.py sweeps these on one matcher."""
+        s = settings
+        self.answer_threshold = float(s["answer_threshold"])
+        self.confirm_threshold = float(s["confirm_threshold"])
+        self.margin = float(s["margin"])
+        self.lead_threshold = float(s["lead_threshold"])
+        self.lead_ratio = float(s["lead_ratio"])
+        self.answer_lead_threshold = float(s["answer_lead_threshold"])
+        self.answer_lead_ratio = float(s["answer_lead_ratio"])
+        self.oos_margin = float(s["out_of_scope_margin"])
+        self.answer_oos_gap = float(s["answer_out_of_scope_gap"])
+        self.answer_oos_gap_unnamed = float(s["answer_out_of_scope_gap_unnamed"])
+        self.ngram_weight = float(s["ngram_weight"])
+        self.needs_agreement = bool(s["answer_needs_agreement"])
+        self.agree_threshold = float(s["agree_answer_threshold"])
+        self.agree_margin = float(s["agree_margin"])
+        self.ngram_oos_gap = float(s["ngram_out_of_scope_gap"])
+        self.ngram_oos_gap_unnamed = float(s["ngram_out_of_scope_gap_unnamed"])
 
     def _only_out_of_scope(self, corpus: _Corpus) -> frozenset[str]:
         inside: set[str] = set()
@@ -387,10 +421,11 @@ class Matcher:
             out[i] = (w_overlap * f + (1 - w_overlap) * fuzzy * cq ** gate) * evidence
         return out
 
-    def _owner_scores(self, text: str, word_conf: list[float] | None = None) -> tuple[dict[int, float], bool]:
+    def _owner_scores(self, text: str, word_conf: list[float] | None = None,
+                      norm: str | None = None) -> tuple[dict[int, float], bool]:
         """Best phrasing score per owner (entry id, or a negative id for an out-of-scope group), and whether the
-        caller used a word that only out-of-scope phrasings use."""
-        norm = normalize(text)
+        caller used a word that only out-of-scope phrasings use. ``norm``: ``normalize(text)``, when known."""
+        norm = normalize(text) if norm is None else norm
         if not norm:
             return {}, False
         doubtful: frozenset[int] = frozenset()
@@ -437,9 +472,59 @@ class Matcher:
         oos = max((v for o, v in best.items() if o < 0), default=0.0)
         return cands, round(min(1.0, max(0.0, oos)), 4)
 
+    def _ngram_scores(self, text: str, norm: str | None = None) -> dict[int, float]:
+        """Best character n-gram cosine per owner (entry id, or a negative id for an out-of-scope group).
+        ``norm``: ``normalize(text)`` when the caller has it already."""
+        if self.ngram is None:
+            return {}
+        folded = strip_marks(normalize(text) if norm is None else norm)
+        if not folded:
+            return {}
+        best = np.zeros(len(self._owner_keys))
+        np.maximum.at(best, self._owner_slots, self.ngram.cosine(folded))
+        return {o: float(v) for o, v in zip(self._owner_keys, best.tolist(), strict=True) if v > 0}
+
+    def _blend(self, best: dict[int, float], second: dict[int, float]) -> dict[int, float]:
+        """The word matcher's scores with the n-gram cosine mixed in at ``ngram_weight``, for the entries (and
+        out-of-scope groups) the word matcher found: a weighted geometric mean, so that both must vouch for an
+        entry (the n-gram cosine knows nothing of generic words: "hỗ trợ" alone stays weak)."""
+        w = self.ngram_weight
+        if self.ngram is None or w <= 0:
+            return best
+        return {o: v ** (1 - w) * second.get(o, 0.0) ** w for o, v in best.items()}
+
     def scores(self, text: str) -> list[Candidate]:
         """Every entry that shares anything with ``text``, best first (one candidate per entry)."""
-        return self._ranked(self._owner_scores(text)[0])[0]
+        best = self._owner_scores(text)[0]
+        if self.ngram is not None and best:
+            best = self._blend(best, self._ngram_scores(text))
+        return self._ranked(best)[0]
+
+    def _judge(self, best: dict[int, float], named: bool, second: dict[int, float]) -> MatchResult:
+        """Decide on the word matcher's owner scores ``best`` and the n-gram cosines ``second``.
+
+        Out of scope is the word matcher's judgement (it knows which words name other services); the blend of
+        both signals ranks the entries; an answer outright needs both signals to rank the same entry first
+        (``answer_needs_agreement``) and the n-gram's best entry clear of its best out-of-scope phrasing."""
+        cands, oos = self._ranked(best)
+        if self.ngram is None or not cands:
+            return self._decide(cands, oos, named)
+        top = cands[0]
+        if oos > 0 and oos >= top.score - self.oos_margin:
+            return MatchResult("reject", None, top.score, cands, out_of_scope=True, out_of_scope_score=oos,
+                               names_other_service=named)
+        inside = {o: v for o, v in second.items() if o > 0}
+        second_top = max(inside, key=lambda o: (inside[o], -o)) if inside else None
+        second_oos = max((v for o, v in second.items() if o < 0), default=0.0)
+        blended, blended_oos = self._ranked(self._blend(best, second))
+        agree = second_top == top.faq_id == blended[0].faq_id
+        # "quên mật khẩu" shares most of its n-grams with "quên mật khẩu zalo": the n-gram's out-of-scope
+        # veto is wide when the caller names another service, narrow (or off) otherwise
+        gap = self.ngram_oos_gap if named else self.ngram_oos_gap_unnamed
+        sure = (agree or not self.needs_agreement) and inside.get(second_top, 0.0) - second_oos >= gap
+        own = best.get(blended[0].faq_id, 0.0)
+        result = self._decide_in_scope(blended, blended_oos, named, sure=sure, agree=agree, own_score=own)
+        return dataclasses.replace(result, names_other_service=named) if named else result
 
     def _decide(self, candidates: list[Candidate], oos: float, named: bool = True) -> MatchResult:
         """``named``: the caller used a word only out-of-scope phrasings use."""
@@ -453,7 +538,13 @@ class Matcher:
         result = self._decide_in_scope(candidates, oos, named)
         return dataclasses.replace(result, names_other_service=named) if named else result
 
-    def _decide_in_scope(self, candidates: list[Candidate], oos: float, named: bool) -> MatchResult:
+    def _decide_in_scope(self, candidates: list[Candidate], oos: float, named: bool, sure: bool = True,
+                         agree: bool = False, own_score: float | None = None) -> MatchResult:
+        """``sure``: nothing the second signal says vetoes an answer outright; ``agree``: both signals rank
+        the top candidate first (it may be answered at ``agree_answer_threshold`` / ``agree_margin``).
+        ``own_score``: the word matcher's own score of the top candidate. The rules for low scores (agreement,
+        a far or clear lead) need it to reach their threshold too: the n-gram cosine alone does not know
+        that "hỗ trợ" says nothing, nor lifts "trời hôm nay đẹp quá" into a confirmation."""
         top = candidates[0]
         runner_up = candidates[1].score if len(candidates) > 1 else 0.0
         # an answer read out to a caller asking about another service is the costliest mistake: a question
@@ -462,17 +553,20 @@ class Matcher:
         # out-of-scope phrasing shares with the question is what the entries say too ("quên mật khẩu" is close
         # to "quên mật khẩu wifi nhà" and still answered), unless the naming word was misheard.
         gap = self.answer_oos_gap if named else self.answer_oos_gap_unnamed
-        clear_of_oos = oos <= top.score - gap
+        clear_of_oos = oos <= top.score - gap and sure
+        own = top.score if own_score is None else min(top.score, own_score)
+        if clear_of_oos and agree and own >= self.agree_threshold and top.score - runner_up >= self.agree_margin:
+            return MatchResult("answer", top.faq_id, top.score, candidates, out_of_scope_score=oos)
         if clear_of_oos and top.score >= self.answer_threshold and top.score - runner_up >= self.margin:
             return MatchResult("answer", top.faq_id, top.score, candidates, out_of_scope_score=oos)
         # far ahead of every other entry (a long chatty sentence scores low while its ranking is sure)
-        if (clear_of_oos and top.score >= self.answer_lead_threshold
+        if (clear_of_oos and own >= self.answer_lead_threshold
                 and top.score >= self.answer_lead_ratio * runner_up):
             return MatchResult("answer", top.faq_id, top.score, candidates, out_of_scope_score=oos)
         if top.score >= self.confirm_threshold:
             return MatchResult("confirm", top.faq_id, top.score, candidates, out_of_scope_score=oos)
         # a moderate score far ahead of every other entry: the ranking is trusted, the caller is asked
-        if top.score >= self.lead_threshold and top.score >= self.lead_ratio * runner_up:
+        if own >= self.lead_threshold and top.score >= self.lead_ratio * runner_up:
             return MatchResult("confirm", top.faq_id, top.score, candidates, out_of_scope_score=oos)
         return MatchResult("reject", None, top.score, candidates, out_of_scope_score=oos)
 
@@ -482,10 +576,12 @@ class Matcher:
         ``word_conf``: the recogniser's confidence of each word of ``text`` (in order); words below
         ``doubtful_word_conf`` may be read as a known word one letter away."""
         try:
-            best, named = self._owner_scores(text, word_conf) if isinstance(text, str) else ({}, False)
+            norm = normalize(text) if isinstance(text, str) else ""
+            best, named = self._owner_scores(text, word_conf, norm) if norm else ({}, False)
+            second = self._ngram_scores(text, norm) if best and self.ngram is not None else {}
         except (ValueError, TypeError):
-            best, named = {}, False
-        return self._decide(*self._ranked(best), named)
+            best, named, second = {}, False, {}
+        return self._judge(best, named, second)
 
     def match_nbest(self, hypotheses: list[tuple[str, float]]) -> MatchResult:
         """Decide on a recogniser's n-best list: (text, weight) pairs, weights >= 0 (normalised here).
@@ -502,16 +598,21 @@ class Matcher:
         if len(hyps) == 1:
             return self.match(hyps[0][0])
         combined: dict[int, float] = {}
+        combined_second: dict[int, float] = {}
         named_weight = 0.0
         for text, w in hyps:
             try:
-                best, named = self._owner_scores(text)
+                norm = normalize(text)
+                best, named = self._owner_scores(text, norm=norm)
+                second = self._ngram_scores(text, norm) if self.ngram is not None else {}
             except (ValueError, TypeError):
-                best, named = {}, False
+                best, named, second = {}, False, {}
             named_weight += w * named
             for o, v in best.items():
                 combined[o] = combined.get(o, 0.0) + v * w / total
-        return self._decide(*self._ranked(combined), named_weight > 0)
+            for o, v in second.items():
+                combined_second[o] = combined_second.get(o, 0.0) + v * w / total
+        return self._judge(combined, named_weight > 0, combined_second)
 
 
 # -- yes / no for confirmations ---------------------------------------------------------------------------
