@@ -397,7 +397,7 @@ class Recognizer:
 
     def others_waiting(self) -> bool:
         """Other turns wait in line for a recogniser like this one (the line is busy)."""
-        return self._rec is None and self._pool.waiting(self._key) > 0
+        return self._rec is None and self._pool.waiting(self._key, besides=self) > 0
 
     def acquire(self) -> bool:
         """Hold a Vosk recogniser for the stream about to be fed, within the pool's bound on recognisers
@@ -684,11 +684,12 @@ class WarmPool:
                 if len(idle) > self.keep:
                     del idle[0]
 
-    def waiting(self, key: tuple) -> int:
-        """Turns waiting in line for a recogniser of this setting."""
+    def waiting(self, key: tuple, besides=None) -> int:
+        """Turns waiting in line for a recogniser of this setting (other than ``besides``)."""
         with self._lock:
             holding = self._holding(key)
-            return sum(1 for r in self._queue.get(key, []) if r() is not None and r() not in holding)
+            return sum(1 for r in self._queue.get(key, [])
+                       if r() is not None and r() is not besides and r() not in holding)
 
     def leave(self, key: tuple, who) -> None:
         """``who`` no longer waits (its call is over)."""

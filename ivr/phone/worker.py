@@ -45,7 +45,8 @@ import numpy as np
 log = logging.getLogger("ivr.phone.worker")
 
 FRAME_SAMPLES = 160  # 20 ms at 8 kHz
-PREFETCH = 3  # frames prepared ahead of the clock (60 ms)
+PREFETCH = 3  # frames prepared ahead of the clock (60 ms) while the IVR speaks
+QUIET_PREFETCH = 1  # ... and while it is quiet: a key then waits behind one prepared frame of silence, not three
 DECODE_CHUNK = 10  # speech frames decoded (in one recogniser call) before the thread looks at other calls again
 
 SessionFactory = Callable[..., Any]  # (call_id, channel[, speech=False]) -> CallSession
@@ -244,6 +245,7 @@ class SessionWorker:
         self._lock = threading.Lock()
         self._queued = False  # in the pool's control/media line
         self._queued_decode = False  # in the pool's decoding line
+        self._speaking = False  # the last frame prepared had sound
         self._running = False  # a pool thread runs this call's jobs now
         self._closed = False
         self.out: deque[tuple[bytes, bool]] = deque()
@@ -345,7 +347,10 @@ class SessionWorker:
             self.underruns += 1
         if self.started:
             now = self.now()
-            while (ahead := len(self.out) + self._n_requested - self._n_done) < PREFETCH:
+            # while the IVR is quiet, little is prepared ahead: what a key or the caller's words start is sent
+            # after one frame of silence (an underrun then costs one frame of silence, nothing audible)
+            target = PREFETCH if self._speaking else QUIET_PREFETCH
+            while (ahead := len(self.out) + self._n_requested - self._n_done) < target:
                 self._n_requested = next(self._requested)
                 # t of the frame's first sample: after the frames already prepared or being prepared
                 self._put(Read(now + ahead * FRAME_SAMPLES / 8000))
@@ -479,7 +484,8 @@ class SessionWorker:
         try:
             if isinstance(job, Read):
                 pcm = np.asarray(session.ivr_audio(FRAME_SAMPLES, job.t), dtype=np.int16)
-                self.out.append((self._encode(pcm), bool(np.any(pcm))))
+                self._speaking = bool(np.any(pcm))
+                self.out.append((self._encode(pcm), self._speaking))
                 self._n_done += 1
             elif isinstance(job, Audio):
                 samples = self._decode(job.data)
