@@ -194,3 +194,33 @@ def test_a_hang_up_on_a_busy_line_drops_the_speech_still_waiting_undecoded():
     assert caller.drop_waiting() == pytest.approx(waiting * FRAME / RATE)
     assert caller.finish(len(x) / RATE) is None  # nothing decoded, nothing made up
     assert caller.decoded == 0 and not caller.backlog
+
+
+def test_on_a_busy_line_a_turn_still_spoken_lets_complete_turns_go_first(monkeypatch):
+    from ivr.media import asr
+    from tests.test_session import korean_model_dir
+
+    pool = asr.WarmPool(keep=4, live=1)
+    monkeypatch.setattr(asr, "_pool", pool)
+    model = asr.load_model(korean_model_dir())
+    x, spans = _call_audio(RATE)
+    whole = frames(x[: (spans[0][1] + 40) * FRAME])  # a sentence and the quiet that ends its turn
+    half = whole[: (spans[0][0] + spans[0][1]) // 2]  # the caller is still speaking
+    a, b, c = (CallerAudio(RATE, model, defer=True) for _ in range(3))
+    for k, f in enumerate(half):
+        a.feed(f, k * FRAME / RATE)
+    a.decode()
+    assert a.recognizer.holding  # a's turn has the line's one recogniser
+    for k, f in enumerate(whole):
+        b.feed(f, k * FRAME / RATE)
+    assert not b.ready()  # b's complete turn waits in line
+    for k, f in enumerate(half):
+        c.feed(f, k * FRAME / RATE)
+    assert not c.ready()  # c, still speaking, does not even queue while b waits
+    assert pool.waiting(a.recognizer._key) == 1
+    for k, f in enumerate(whole[len(half):], start=len(half)):
+        a.feed(f, k * FRAME / RATE)
+    assert any(isinstance(e, SpeechFinal) for e in a.decode())  # a's turn ended: the recogniser is free
+    assert b.ready() and not c.ready()  # b first
+    assert any(isinstance(e, SpeechFinal) for e in b.decode())  # decoded in one go
+    assert c.ready()  # nobody waits any more: c is decoded as it is spoken
