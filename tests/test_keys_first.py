@@ -229,3 +229,34 @@ def test_a_pool_thread_keeps_nothing_of_the_call_it_last_ran():
         assert gone() is None
     finally:
         pool.close()
+
+
+def test_the_decoding_lag_is_the_speech_waiting_at_the_measured_speed(monkeypatch):
+    """Admission reads how long the decoders need for the speech waiting in all calls, at the decoding speed
+    the process measured on its last turns, not the oldest frame's wait."""
+    from ivr.media import asr
+    from ivr.phone.worker import WorkerPool
+
+    rate = asr.DecodeRate(window=4)
+    monkeypatch.setattr(asr, "decode_rate", rate)
+    assert rate.rtf() == rate.default  # nothing measured yet: a cautious guess
+    rate.record(4.0, 1.0)
+    rate.record(2.0, 1.0)
+    rate.record(0.1, 5.0)  # too short to say anything: not counted
+    assert rate.rtf() == pytest.approx(2.0 / 6.0)
+
+    class WaitingCall:  # a stand-in for a SessionWorker: only how much speech it has waiting
+        def __init__(self, seconds):
+            self.seconds = seconds
+
+        def backlog_seconds(self):
+            return self.seconds
+
+    pool = WorkerPool(threads=1, decoders=2)
+    try:
+        calls = [WaitingCall(3.0), WaitingCall(1.5), WaitingCall(0.0)]
+        for c in calls:
+            pool.register(c)
+        assert pool.decode_lag() == pytest.approx(4.5 * (2.0 / 6.0) / 2)
+    finally:
+        pool.close()

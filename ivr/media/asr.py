@@ -23,8 +23,10 @@ import json
 import logging
 import os
 import threading
+import time
 import unicodedata
 import weakref
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -323,6 +325,7 @@ class Recognizer:
         self._key = (id(self.model), self._grammar, self.alternatives,
                      json.dumps(self._endpoint(), sort_keys=True, default=str))
         self._rec = None
+        self._audio_s = self._wall_s = 0.0  # this stream's audio and the wall time Vosk spent on it
         self._partial_every = max(1, int(self.input_rate * PARTIAL_MS / 1000))  # input samples between partials
         self._since_partial = 0
         self._t0 = 0.0
@@ -493,7 +496,12 @@ class Recognizer:
         self._take()
         self._fed = True
         self._rec.ivr_samples = getattr(self._rec, "ivr_samples", 0) + len(pcm)
-        return bool(self._rec.AcceptWaveform(pcm.tobytes()))
+        self._audio_s += len(pcm) / self.model_rate
+        t0 = time.perf_counter()
+        try:
+            return bool(self._rec.AcceptWaveform(pcm.tobytes()))
+        finally:
+            self._wall_s += time.perf_counter() - t0
 
     def feed(self, samples) -> AsrEvent | None:
         """Feed one frame (int16 array or little-endian bytes). Returns a final event when an utterance
@@ -512,7 +520,9 @@ class Recognizer:
             if self._since_partial < self._partial_every:
                 return None
             self._since_partial = 0
+            t0 = time.perf_counter()
             data = json.loads(self._rec.PartialResult())
+            self._wall_s += time.perf_counter() - t0
             text = _nfc(data.get("partial", "")).strip()
             if not text or text == self._last_partial:
                 return None
@@ -536,7 +546,10 @@ class Recognizer:
                     self._rec.AcceptWaveform(tail.tobytes())
                 self._resampler = self._new_resampler()
             self._last_partial = ""
+            t0 = time.perf_counter()
             event = self._timed(_final(self._rec.FinalResult()))
+            decode_rate.record(self._audio_s, self._wall_s + time.perf_counter() - t0)
+            self._audio_s = self._wall_s = 0.0
             self._fed = False
             self._give_back()
             return event
@@ -713,6 +726,30 @@ class WarmPool:
             self._idle.clear()
 
 
+class DecodeRate:
+    """The measured decoding speed: wall seconds spent in Vosk per second of audio, over the last ``window``
+    streams (turns) of the process. Under load it rises (the decoders share the cores), which is what an
+    estimate of how long waiting speech will take must see. ``rtf()`` is ``default`` until a stream ended."""
+
+    def __init__(self, window: int = 32, default: float = 0.5):
+        self._items: deque[tuple[float, float]] = deque(maxlen=window)
+        self._lock = threading.Lock()
+        self.default = default
+
+    def record(self, audio_s: float, wall_s: float) -> None:
+        if audio_s > 0.2:  # a few frames say nothing about the speed
+            with self._lock:
+                self._items.append((audio_s, wall_s))
+
+    def rtf(self) -> float:
+        with self._lock:
+            audio = sum(a for a, _ in self._items)
+            wall = sum(w for _, w in self._items)
+        return wall / audio if audio > 0 else self.default
+
+
+decode_rate = DecodeRate()
+
 _pool: WarmPool | None = None
 _pool_lock = threading.Lock()
 
@@ -751,7 +788,6 @@ def warm_up(model, rate: int, clips, *, count: int | None = None, seconds: float
     ``count`` recognisers, then leave them warm in the pool, so the first callers do not pay the cold price.
     Defaults: ``live_recognizers`` (at most ``warm_recognizers``) recognisers, ``warm_up_seconds`` each.
     Returns {recognisers, seconds (of audio each), wall_s}."""
-    import time
 
     count = min(live_recognizers(), warm_recognizers()) if count is None else count
     seconds = warm_up_seconds() if seconds is None else seconds

@@ -70,8 +70,9 @@ class CallLimiter:
 
 @dataclass
 class SpeechAdmission:
-    """Admission by measured load: when speech decoding is more than ``max_lag`` seconds behind (``lag()``,
-    the oldest undecoded speech frame's wait, ivr/phone/worker.py ``WorkerPool.decode_lag``), a new call is
+    """Admission by measured load: when speech decoding is more than ``max_lag`` seconds behind (``lag()``:
+    the speech waiting in all calls at the measured decoding speed, ivr/phone/worker.py
+    ``WorkerPool.decode_lag``), a new call is
     answered keypad-first (``when_busy`` "keys": speech off for that call, the ``greet_keys`` prompt) or
     refused before it is answered ("refuse": SIP 503 with Retry-After, so a proxy routes it elsewhere).
     Calls in progress keep their keys and speech. ``decide()`` says "speech", "keys" or "refuse"."""

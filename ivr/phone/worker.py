@@ -17,8 +17,8 @@ Control before data (pipecat's system frames jump the queue). A call's jobs are 
 The pool's call threads take only calls with control or media work; its decoder threads (one per core)
 take calls with speech to decode, ``DECODE_CHUNK`` frames at a time. A key or an IVR frame of a call waits
 at most for one decoding chunk of that same call, never for other calls' decoding (Vosk releases the
-interpreter lock while it decodes). ``WorkerPool.decode_lag()`` measures how far decoding is behind (the
-oldest undecoded frame's wait, wall clock): admission (ivr/phone/admission.py) reads it.
+interpreter lock while it decodes). ``WorkerPool.decode_lag()`` estimates how far decoding is behind (the
+speech waiting, at the measured decoding speed): admission (ivr/phone/admission.py) reads it.
 
 What the session decides reaches the channel as a signal on the event loop, never as a flag to poll:
 ``on_drained()`` once the IVR hung up and every frame it produced was sent, ``on_transfer(target, context)``
@@ -147,11 +147,21 @@ class WorkerPool:
             (self._slow if decode else self._fast).append(worker)
             self._cv.notify_all()
 
+    def backlog_seconds(self) -> float:
+        """Seconds of this call's speech waiting to be decoded."""
+        return self._backlog() * FRAME_SAMPLES / 8000
+
     def decode_lag(self) -> float:
-        """Seconds (wall clock) the oldest speech frame waiting to be decoded, in any call, has waited."""
+        """Seconds (wall clock) the decoder threads need for the speech waiting in all calls, at the measured
+        decoding speed (``ivr.media.asr.decode_rate``): how far decoding is behind, and how long a new
+        caller's words would wait. Not the oldest frame's wait: on a busy line a turn may wait for a
+        recogniser by design, and is then decoded several times faster than real time."""
+        from ivr.media.asr import decode_rate
+
         with self._cv:
             workers = list(self._workers)
-        return max((w.decode_lag() for w in workers), default=0.0)
+        waiting = sum(w.backlog_seconds() for w in workers)
+        return waiting * decode_rate.rtf() / max(1, self.decoders)
 
     def _run(self, decoder: bool) -> None:
         """A call thread takes calls with keys or frames to handle; a decoder thread, calls with speech to
