@@ -47,7 +47,7 @@ log = logging.getLogger("ivr.phone.worker")
 FRAME_SAMPLES = 160  # 20 ms at 8 kHz
 PREFETCH = 3  # frames prepared ahead of the clock (60 ms) while the IVR speaks
 QUIET_PREFETCH = 1  # ... and while it is quiet: a key then waits behind one prepared frame of silence, not three
-DECODE_CHUNK = 10  # speech frames decoded (in one recogniser call) before the thread looks at other calls again
+DECODE_CHUNK = 6  # speech frames decoded (in one recogniser call) before the thread looks at other calls again
 
 SessionFactory = Callable[..., Any]  # (call_id, channel[, speech=False]) -> CallSession
 
