@@ -473,12 +473,18 @@ def test_nbest_hypotheses_reach_the_matcher(ko_model, korean_speech):
     assert result.decision == "reject" and result.faq_id is None
 
 
+def three_callers_one_recogniser(model, rate):
+    """A pool that lets one turn decode at a time, and three callers' recognisers on it."""
+    pool = asr.WarmPool(keep=4, live=1)
+    callers = [asr.Recognizer(model, rate) for _ in range(3)]
+    for r in callers:
+        r._pool = pool
+    return pool, callers
+
+
 def test_turns_beyond_the_live_bound_wait_oldest_first(ko_model, korean_speech):
     audio, rate = korean_speech
-    pool = asr.WarmPool(keep=4, live=1)
-    a, b, c = (asr.Recognizer(ko_model, rate) for _ in range(3))
-    for r in (a, b, c):
-        r._pool = pool
+    pool, (a, b, c) = three_callers_one_recogniser(ko_model, rate)
     assert a.acquire()
     assert not b.acquire() and not c.acquire()  # b waits first, then c
     a.feed(audio[: rate // 2])
@@ -513,10 +519,7 @@ def test_live_and_warm_up_settings_are_checked(monkeypatch, name, value):
 
 def test_a_call_that_ends_while_waiting_leaves_the_line(ko_model, korean_speech):
     audio, rate = korean_speech
-    pool = asr.WarmPool(keep=4, live=1)
-    a, b, c = (asr.Recognizer(ko_model, rate) for _ in range(3))
-    for r in (a, b, c):
-        r._pool = pool
+    _, (a, b, c) = three_callers_one_recogniser(ko_model, rate)
     assert a.acquire() and not b.ready() and not c.ready()  # b, then c, wait in line
     b.close()  # b's caller hung up: it must not hold the line (it is still alive: nothing collected it)
     a.feed(audio[: rate // 2])
