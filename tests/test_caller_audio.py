@@ -224,3 +224,25 @@ def test_on_a_busy_line_a_turn_still_spoken_lets_complete_turns_go_first(monkeyp
     assert b.ready() and not c.ready()  # b first
     assert any(isinstance(e, SpeechFinal) for e in b.decode())  # decoded in one go
     assert c.ready()  # nobody waits any more: c is decoded as it is spoken
+
+
+def test_the_words_are_finalised_at_the_hang_over_so_the_turn_end_has_little_left_to_do():
+    """250 ms after the last word the recogniser's final is taken (the gate's pause); the end of turn 400 ms
+    later only joins it. A pause inside the sentence makes two pieces; the n-best keeps the first's words."""
+    from ivr.media import asr
+    from tests.test_session import korean_model_dir
+
+    x, spans = _call_audio(RATE)
+    caller = CallerAudio(RATE, asr.load_model(korean_model_dir()))
+    first_end = spans[0][1]
+    finals, pieces_before_end = [], None
+    for k, f in enumerate(frames(x[: (first_end + 40) * FRAME])):
+        finals += [e for e in caller.feed(f, k * FRAME / RATE) if isinstance(e, SpeechFinal)]
+        if k == first_end + 20:  # 0.4 s after the last word: past the hang-over, before the end of turn
+            pieces_before_end = [p.text for p in caller._pieces]
+            assert not finals
+    assert pieces_before_end and all(pieces_before_end)  # the words were finalised during the quiet
+    assert len(finals) == 1 and finals[0].text == " ".join(pieces_before_end)
+    assert len(pieces_before_end) == 2  # the 0.45 s pause inside the sentence made a piece of its own
+    head = pieces_before_end[0]
+    assert finals[0].alternatives and all(t.startswith(head + " ") for t, _ in finals[0].alternatives)

@@ -529,15 +529,18 @@ class Recognizer:
             self._last_partial = text
             return self._timed(AsrEvent("partial", text, _words(data.get("partial_result")), 0.0))
 
-    def finish(self) -> AsrEvent:
+    def finish(self, keep: bool = False) -> AsrEvent:
         """Flush the resampler and return the final result of whatever remains (text may be empty).
-        The recogniser is then ready for a new utterance stream."""
+        The recogniser is then ready for a new utterance stream. ``keep``: the Vosk recogniser stays with this
+        one (a pause inside a turn) instead of going back to the pool."""
         import numpy as np
 
         with self._lock:
-            if self._rec is None:  # nothing was fed since the last final: nothing to say, nothing to take
+            if self._rec is None or not self._fed:  # nothing fed since the last final: nothing to say
                 self._resampler = self._new_resampler()
                 self._last_partial = ""
+                if not keep:
+                    self._give_back()
                 return AsrEvent("final", "", [], 0.0)
             if self._resampler is not None:
                 tail = self._resampler.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
@@ -551,7 +554,8 @@ class Recognizer:
             decode_rate.record(self._audio_s, self._wall_s + time.perf_counter() - t0)
             self._audio_s = self._wall_s = 0.0
             self._fed = False
-            self._give_back()
+            if not keep:
+                self._give_back()
             return event
 
     def reset(self) -> None:

@@ -80,6 +80,7 @@ class _Gated:
     start: bool = False
     end: bool = False
     voice_end: float | None = None  # with ``end``: call time of the end of the caller's last word
+    pause: bool = False  # the hang-over passed: finalise the words so far (the turn may still go on)
 
 
 class CallerAudio:
@@ -197,9 +198,25 @@ class CallerAudio:
                     batch.append(g.frame)
                 n += len(batch)
                 out += self._feed_asr(batch[0] if len(batch) == 1 else np.concatenate(batch), g.t_end, len(batch))
+            if g.pause and self._rec is not None:
+                out += self._pause(g)
             if g.end and self._rec is not None:
                 out += self._turn_end(g)
         return out
+
+    def _pause(self, g: _Gated) -> list[CallerEvent]:
+        """The caller has been quiet for the gate's hang-over: the recogniser's final of the words so far is
+        taken now, while the end of turn is still awaited, so the answer is ready when the turn ends. If the
+        caller speaks again, the rest of the turn is a second piece (as when Kaldi's endpointer cuts)."""
+        wall = time.perf_counter()
+        try:
+            ev = self._rec.finish(keep=True) if hasattr(self._rec, "holding") else self._rec.finish()
+        except Exception as exc:
+            return self._asr_failed(g.t_end, exc)
+        self._decode_s += time.perf_counter() - wall
+        if ev.text:
+            self._pieces.append(ev)
+        return []
 
     def close(self) -> None:
         """The call is over: the recogniser leaves the pool's line and gives back what it holds."""
@@ -260,12 +277,14 @@ class CallerAudio:
 
     def _gate(self, x: np.ndarray, t_end: float) -> None:
         step = self.gate.feed(x)
-        if (not step.frames and not step.turn_end) or (self.recognizer is None and self._rec is None):
+        if (not step.frames and not step.turn_end and not step.pause) or (self.recognizer is None and self._rec is None):
             return
         wall = self.clock()
         n = len(step.frames)
         for i, f in enumerate(step.frames):
             self.backlog.append(_Gated(f, t_end, wall, start=step.turn_start and i == 0))
+        if step.pause:
+            self.backlog.append(_Gated(None, t_end, wall, pause=True))
         if step.turn_end:
             # the gate counts time in frames fed; this frame ends at gate time frames * frame_s = t_end
             voice_end = t_end - (self.gate.frames * self.gate.frame_s - step.voice_end)
@@ -320,9 +339,10 @@ class CallerAudio:
             return []
         text = " ".join(p.text for p in pieces)
         confidence = min(p.confidence for p in pieces)
-        nbest = ()
-        if len(pieces) == 1:
-            nbest = tuple((a.text, a.weight) for a in getattr(pieces[0], "alternatives", None) or ())
+        # the n-best of the last piece, after the words of the pieces before it
+        head = " ".join(p.text for p in pieces[:-1])
+        nbest = tuple(((head + " " + a.text).strip(), a.weight)
+                      for a in getattr(pieces[-1], "alternatives", None) or ())
         return [SpeechFinal(text, confidence, nbest, t=g.t_end, end="turn", decode_ms=round(self._decode_s * 1000, 2),
                             lag_ms=round((self.clock() - g.wall) * 1000, 1), voice_end=g.voice_end)]
 

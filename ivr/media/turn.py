@@ -17,7 +17,9 @@ time is the count of 20 ms frames fed):
   in a row) the pre-roll is released first, so no word onset is lost, then every frame of the turn, pauses
   included, until the turn ends; quiet beyond ``hang_ms`` after the last speech-like frame is held back and
   goes to the recogniser only if the caller speaks again in the same turn (then the whole pause, in order),
-  so the quiet that ends a turn costs ``hang_ms`` of decoding, not ``end_ms``. Inside a turn a frame counts as voiced from ``keep_db`` above the noise floor
+  so the quiet that ends a turn costs ``hang_ms`` of decoding, not ``end_ms``. ``step.pause`` marks the
+  frame where the hang-over has passed: the recogniser can finalise the words so far while the end of turn
+  is still awaited (if the caller speaks again, the turn goes on as a second piece). Inside a turn a frame counts as voiced from ``keep_db`` above the noise floor
   (hysteresis: the soft end of a word, under the VAD's onset threshold, does not count as quiet). That floor
   is the VAD's, or the quietest frame of the last ``floor_window_ms`` when louder: noise that starts with the
   caller's voice (a noisy line, a recording) is not taken for more words.
@@ -61,6 +63,7 @@ class TurnStep:
     turn_start: bool = False  # speech started in this frame (the pre-roll is in ``frames``)
     turn_end: bool = False  # the turn ended with this frame: take the recogniser's final
     voice_end: float | None = None  # with turn_end: end of the caller's last speech-like frame (s)
+    pause: bool = False  # the hang-over after the last word has passed: the words so far can be finalised
 
 
 class TurnGate:
@@ -131,12 +134,14 @@ class TurnGate:
         if speech:
             self._last_speech = idx
         ends = idx - self._last_speech >= self._end_frames or self._turn_frames >= self._max_frames
+        pause = False
         if speech:  # a pause longer than the hang-over goes to the recogniser whole, before the words after it
             out = [*self._held, x]
             self._held.clear()
         elif idx - self._last_speech <= self._hang_frames:
             out = [x]
         else:  # quiet past the hang-over: held back, decoded only if the caller speaks again in this turn
+            pause = not self._held
             self._held.append(x)
             out = []
         self.sent += len(out)
@@ -147,7 +152,7 @@ class TurnGate:
             # the quiet that ended the turn is the background now (the VAD does not learn while one speaks)
             v.noise_floor_db = max(v.noise_floor_db, min(self._recent))
             return TurnStep(out, turn_end=True, voice_end=round((self._last_speech + 1) * self.frame_s, 6))
-        return TurnStep(out)
+        return TurnStep(out, pause=pause and not out)
 
     def flush(self) -> TurnStep:
         """The audio ended (hang-up, end of file): end a turn in progress."""
