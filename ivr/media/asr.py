@@ -413,6 +413,12 @@ class Recognizer:
                 self._held(rec)
             return True
 
+    @staticmethod
+    def _send(rec, pcm) -> bool:
+        """Audio to a Vosk recogniser, counted: Vosk times words from its first sample (``_held``)."""
+        rec.ivr_samples = getattr(rec, "ivr_samples", 0) + len(pcm)
+        return bool(rec.AcceptWaveform(pcm.tobytes()))
+
     def _timed(self, event: AsrEvent) -> AsrEvent:
         if not self._t0:
             return event
@@ -428,6 +434,12 @@ class Recognizer:
         rec, self._rec = self._rec, None
         if rec is not None:
             self._pool.give(self._key, rec, self)
+
+    def _let_go(self) -> None:
+        """The Vosk recogniser is mid-stream or broken: dropped, never given back warm."""
+        if self._rec is not None:
+            self._rec = None
+            self._pool.drop(self._key, self)
 
     def _oov(self, grammar: list[str]) -> list[str]:
         find = getattr(self.model, "vosk_model_find_word", None)
@@ -495,11 +507,10 @@ class Recognizer:
             return False
         self._take()
         self._fed = True
-        self._rec.ivr_samples = getattr(self._rec, "ivr_samples", 0) + len(pcm)
         self._audio_s += len(pcm) / self.model_rate
         t0 = time.perf_counter()
         try:
-            return bool(self._rec.AcceptWaveform(pcm.tobytes()))
+            return self._send(self._rec, pcm)
         finally:
             self._wall_s += time.perf_counter() - t0
 
@@ -545,8 +556,7 @@ class Recognizer:
             if self._resampler is not None:
                 tail = self._resampler.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
                 if len(tail):
-                    self._rec.ivr_samples = getattr(self._rec, "ivr_samples", 0) + len(tail)
-                    self._rec.AcceptWaveform(tail.tobytes())
+                    self._send(self._rec, tail)
                 self._resampler = self._new_resampler()
             self._last_partial = ""
             t0 = time.perf_counter()
@@ -566,15 +576,14 @@ class Recognizer:
             self._last_partial = ""
             if self._rec is None or not self._fed:
                 return
-            rec, self._rec = self._rec, None
             try:
-                rec.FinalResult()  # Vosk starts a new feature pipeline and decoder after a final
+                self._rec.FinalResult()  # Vosk starts a new feature pipeline and decoder after a final
             except Exception:  # noqa: BLE001 - a broken recogniser is not reused
                 log.warning("a recogniser failed to reset; a new one replaces it", exc_info=True)
-                self._pool.drop(self._key, self)
+                self._let_go()
                 return
             self._fed = False
-            self._pool.give(self._key, rec, self)
+            self._give_back()
 
     def warm_one(self, clips, seconds: float) -> float:
         """A new Vosk recogniser with this one's settings decodes ``clips`` (cycled, one stream each) until
@@ -591,8 +600,7 @@ class Recognizer:
             resampler = self._new_resampler()
             if resampler is not None:
                 pcm = resampler.resample_chunk(pcm, last=True)
-            rec.ivr_samples = getattr(rec, "ivr_samples", 0) + len(pcm)
-            rec.AcceptWaveform(pcm.tobytes())
+            self._send(rec, pcm)
             rec.FinalResult()
             fed += len(clip) / self.input_rate
         self._pool.give(self._key, rec, self)
@@ -603,11 +611,10 @@ class Recognizer:
         dropped: its words are the caller's and nobody will read them)."""
         with self._lock:
             self._pool.leave(self._key, self)
-            if self._rec is not None and not self._fed:
+            if self._fed:
+                self._let_go()
+            else:
                 self._give_back()
-            elif self._rec is not None:
-                self._rec = None
-                self._pool.drop(self._key, self)
 
     async def afeed(self, samples, executor=None) -> AsrEvent | None:
         """``feed`` off the event loop (in ``executor``, default the loop's thread pool)."""
@@ -665,16 +672,22 @@ class WarmPool:
             rec, make = self._grant(key, who, make)
         return rec if rec is not None else make()
 
+    def _line(self, key: tuple, besides=None) -> list:
+        """Under the lock: the line of this setting, pruned of the gone, those now holding one and
+        ``besides``; stored back so it does not grow."""
+        holding = self._holding(key)
+        queue = [r for r in self._queue.get(key, []) if r() is not None and r() is not besides and r() not in holding]
+        self._queue[key] = queue
+        return queue
+
     def _turn(self, key: tuple, who) -> bool:
         """Under the lock: ``who`` may take one now (queued, oldest first, when the bound is reached)."""
         if not self.live:
             return True
-        holding = self._holding(key)
-        queue = [r for r in self._queue.get(key, []) if r() is not None and r() not in holding]
+        queue = self._line(key)
         if not any(r() is who for r in queue):
             queue.append(weakref.ref(who))
-        self._queue[key] = queue
-        free = self.live - len(holding)
+        free = self.live - len(self._holding(key))
         return any(r() is who for r in queue[:max(0, free)])
 
     def can_take(self, key: tuple, who) -> bool:
@@ -687,7 +700,7 @@ class WarmPool:
         with self._lock:
             if not self._turn(key, who):
                 return None
-            self._queue[key] = [r for r in self._queue.get(key, []) if r() is not who]
+            self._line(key, besides=who)
             rec, make = self._grant(key, who, make)
         return rec if rec is not None else make()
 
@@ -704,22 +717,16 @@ class WarmPool:
     def waiting(self, key: tuple, besides=None) -> int:
         """Turns waiting in line for a recogniser of this setting (other than ``besides``)."""
         with self._lock:
-            holding = self._holding(key)
-            return sum(1 for r in self._queue.get(key, [])
-                       if r() is not None and r() is not besides and r() not in holding)
+            return sum(1 for r in self._line(key) if r() is not besides)
 
     def leave(self, key: tuple, who) -> None:
         """``who`` no longer waits (its call is over)."""
         with self._lock:
-            self._queue[key] = [r for r in self._queue.get(key, []) if r() is not None and r() is not who]
+            self._line(key, besides=who)
 
     def drop(self, key: tuple, who) -> None:
         """``who`` lets its recogniser go without giving it back (mid-stream, or broken)."""
         self.give(key, None, who)
-
-    def in_use(self) -> int:
-        with self._lock:
-            return sum(len(v) for v in self._holders.values())
 
     def idle(self) -> int:
         with self._lock:
@@ -822,11 +829,7 @@ def menu_phrases() -> list[str]:
 
 def max_alternatives() -> int:
     """``alternatives`` in config/asr.yaml: the n-best length (0 = off). A bad value is an ``IvrError``."""
-    value = settings().get("alternatives", 0)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 20:
-        raise IvrError(f"config/asr.yaml: 'alternatives' must be a whole number between 0 and 20, not {value!r}",
-                       "write 0 (off) or a small number such as 3")
-    return value
+    return _whole("alternatives", 0, 20, "write 0 (off) or a small number such as 3")
 
 
 def endpoint_settings() -> dict:

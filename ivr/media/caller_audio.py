@@ -125,7 +125,7 @@ class CallerAudio:
         rec = self.recognizer if head.start else self._rec
         if head.frame is None or rec is None or not hasattr(rec, "ready"):
             return True
-        if not rec.holding and self._queue_later(rec):
+        if self._queue_later(rec):
             return False
         return rec.ready()
 
@@ -208,15 +208,23 @@ class CallerAudio:
         """The caller has been quiet for the gate's hang-over: the recogniser's final of the words so far is
         taken now, while the end of turn is still awaited, so the answer is ready when the turn ends. If the
         caller speaks again, the rest of the turn is a second piece (as when Kaldi's endpointer cuts)."""
-        wall = time.perf_counter()
-        try:
-            ev = self._rec.finish(keep=True) if hasattr(self._rec, "holding") else self._rec.finish()
-        except Exception as exc:
-            return self._asr_failed(g.t_end, exc)
-        self._decode_s += time.perf_counter() - wall
+        ev = self._final(g.t_end, keep=True)
+        if isinstance(ev, list):  # the recogniser failed
+            return ev
         if ev.text:
             self._pieces.append(ev)
         return []
+
+    def _final(self, t_end: float, keep: bool = False):
+        """The recogniser's final of what it was fed (``keep``: it stays with this turn), or, when it failed,
+        the events of the failure."""
+        wall = time.perf_counter()
+        try:
+            ev = self._rec.finish(keep=True) if keep and hasattr(self._rec, "holding") else self._rec.finish()
+        except Exception as exc:
+            return self._asr_failed(t_end, exc)
+        self._decode_s += time.perf_counter() - wall
+        return ev
 
     def close(self) -> None:
         """The call is over: the recogniser leaves the pool's line and gives back what it holds."""
@@ -327,12 +335,9 @@ class CallerAudio:
 
     def _turn_end(self, g: _Gated) -> list[CallerEvent]:
         """The gate ended the turn: the recogniser's final now, joined with the pieces before it."""
-        wall = time.perf_counter()
-        try:
-            ev = self._rec.finish()
-        except Exception as exc:
-            return self._asr_failed(g.t_end, exc)
-        self._decode_s += time.perf_counter() - wall
+        ev = self._final(g.t_end)
+        if isinstance(ev, list):  # the recogniser failed
+            return ev
         pieces = [p for p in [*self._pieces, ev] if p.text]
         self._pieces = []
         if not pieces:

@@ -295,18 +295,6 @@ class SessionWorker:
         except RuntimeError:  # the loop is closed: nobody is left to tell
             pass
 
-    def decode_lag(self) -> float:
-        """Wall-clock seconds this call's oldest undecoded speech frame has waited (0 when none waits)."""
-        session = self.session
-        caller = getattr(session, "caller", None)
-        lag = getattr(caller, "lag", None)
-        if lag is None:
-            return 0.0
-        try:
-            return float(lag())
-        except Exception:  # noqa: BLE001 - read from another thread while it changes: no reading this time
-            return 0.0
-
     # -- event loop side --------------------------------------------------------------------------
     def now(self) -> float:
         return time.monotonic() - self.t0
