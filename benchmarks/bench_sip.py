@@ -133,14 +133,30 @@ def start_serve(tmp: Path, low: int, high: int, model: str, max_calls: int):
     raise SystemExit(f"ivr serve did not start: {(tmp / 'serve.err').read_text()[-2000:]}")
 
 
+def start_level(tmp: Path, n: int, model: str):
+    """``ivr serve`` for a level of ``n`` calls (an RTP port range of its own) and the capture of what it
+    sends: (process, SIP port, log directory, capture)."""
+    low = 30000 + (n * 37 % 2000) * 2
+    high = low + 4 * n + 40
+    proc, sip_port, log_dir = start_serve(tmp, low, high, model, max_calls=n + 10)
+    capture = Capture(low, high)
+    capture.start()
+    return proc, sip_port, log_dir, capture
+
+
+def stop_level(proc, capture) -> None:
+    capture.stop_flag = True
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def run_level(n: int, seconds: float, model: str, pcap: str, faq_id: int) -> dict:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        low = 30000 + (n * 37 % 2000) * 2
-        high = low + 4 * n + 40
-        proc, sip_port, log_dir = start_serve(tmp, low, high, model, max_calls=n + 10)
-        capture = Capture(low, high)
-        capture.start()
+        proc, sip_port, log_dir, capture = start_level(tmp, n, model)
         sipp = None
         try:
             text = (SIPP_DIR / "uac_play.xml").read_text(encoding="iso-8859-1")
@@ -166,12 +182,7 @@ def run_level(n: int, seconds: float, model: str, pcap: str, faq_id: int) -> dic
         finally:
             if sipp is not None and sipp.poll() is None:
                 sipp.kill()
-            capture.stop_flag = True
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_level(proc, capture)
             clock = [ln for ln in (tmp / "serve.err").read_text().splitlines() if "media clock" in ln]
             if clock:
                 print("   server " + clock[-1].split("INFO ", 1)[-1], flush=True)
@@ -247,11 +258,7 @@ def run_voice_level(n: int, model: str, keys: str, faq_id: int, questions: list,
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        low = 30000 + (n * 37 % 2000) * 2
-        high = low + 4 * n + 40
-        proc, sip_port, log_dir = start_serve(tmp, low, high, model, max_calls=n + 10)
-        capture = Capture(low, high)
-        capture.start()
+        proc, sip_port, log_dir, capture = start_level(tmp, n, model)
 
         async def place() -> tuple[list, list[float], tuple[float, float, float]]:
             pacer = Pacer()
@@ -291,12 +298,7 @@ def run_voice_level(n: int, model: str, keys: str, faq_id: int, questions: list,
                 time.sleep(0.5)
             drain = 60 - max(0.0, end - time.monotonic())
         finally:
-            capture.stop_flag = True
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_level(proc, capture)
         logs = call_logs(log_dir)
         if keep:
             import shutil
