@@ -260,3 +260,25 @@ def test_the_decoding_lag_is_the_speech_waiting_at_the_measured_speed(monkeypatc
         assert pool.decode_lag() == pytest.approx(4.5 * (2.0 / 6.0) / 2)
     finally:
         pool.close()
+
+
+def test_no_input_timer_waits_while_the_callers_words_wait_to_be_decoded(res_ko, tmp_path):
+    """Decoding lags far behind (a busy line): the caller spoke over the greeting, but no recogniser has
+    decoded the words yet. However long the IVR audio runs on meanwhile, the caller is not told "no input";
+    once decoded, the words reach the dialogue. (The IVR's own audio path once fired that timer: under load a
+    caller who had asked a question was taken through the no-input ladder to goodbye.)"""
+    s = CallSession(res_ko, call_id="lagging", sample_rate=RATE, defer_decode=True)
+    s.start(0.0)
+    x = np.concatenate([np.zeros(RATE, np.int16), _speech(tmp_path, 2.0)])
+    seconds = 60.0  # past the greeting, the menu and the no-input deadline after them, several times
+    n = int(seconds / 0.02)
+    silence = np.zeros(160, np.int16)
+    for k in range(n):
+        frame = x[k * 160:(k + 1) * 160] if (k + 1) * 160 <= len(x) else silence
+        s.feed_audio(frame, k * 0.02)
+        s.ivr_audio(160, (k + 1) * 0.02)
+    assert s.decode_backlog > 0
+    assert not [e for e in s.events if e["type"] in ("timeout", "no_input")]
+    s.decode(t=n * 0.02)
+    assert [e for e in s.events if e["type"] == "speech"]  # the words reached the dialogue
+    assert not [e for e in s.events if e["type"] == "no_input"]

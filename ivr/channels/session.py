@@ -175,7 +175,10 @@ class CallSession:
         """The next ``n_samples`` of IVR audio (int16), silence where nothing plays."""
         out = None
         with self._guard(t, "ivr_audio"):
-            out = self.call.audio(n_samples, t)
+            # the session's timers, which hold a no-input deadline while the caller's words wait to be decoded
+            # (the call's own audio() would fire it: under load a caller who had spoken was told "no input")
+            self._tick(t)
+            out = self.call.audio(n_samples, t, timers=False)
             self._after()
         return out if out is not None else np.zeros(int(n_samples), dtype=np.int16)
 

@@ -184,12 +184,15 @@ class Call:
 
     # -- audio out -------------------------------------------------------------------------------------------
 
-    def audio(self, n_samples: int, t: float) -> np.ndarray:
-        """The next ``n_samples`` of IVR audio (int16) from time ``t``, silence where nothing plays."""
+    def audio(self, n_samples: int, t: float, timers: bool = True) -> np.ndarray:
+        """The next ``n_samples`` of IVR audio (int16) from time ``t``, silence where nothing plays.
+        ``timers``: run the dialogue's timers first (False: the channel runs them itself, e.g. holding a
+        no-input timer while the caller's words still wait to be decoded)."""
         out = np.zeros(int(n_samples), dtype=np.int16)
         if self._ended:
             return out
-        self.tick(t)
+        if timers:
+            self.tick(t)
         filled = 0
         guard = 0
         while filled < len(out) and self.playout.items and not self._ended:
