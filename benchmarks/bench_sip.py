@@ -26,7 +26,8 @@ of a menu path to an answer, and stays on the line until all N are up. Measured 
 - voice-to-voice p50/p99, measured by the caller: end of its last voiced frame -> first IVR packet with sound;
 - key-to-audio p50/p99 under load, measured by the caller: key-down packet sent -> first IVR packet with sound
   (the key is pressed while the IVR is quiet);
-- RTP spacing deviation p99 (as above), CPU of the server process (% of one core; 2 cores = 200 %).
+- RTP spacing deviation p99 (as above), CPU of the server process (% of one core; 2 cores = 200 %): over
+  the whole level, and its peak over 2 s (the speech of the level's callers is decoded in its busiest part).
 The held level is the largest N where every call reached its answer.
 
 Usage: .venv/bin/python benchmarks/bench_sip.py [--levels 10,25,50,75,100] [--seconds 10] [--model none]
@@ -268,6 +269,14 @@ def run_voice_level(n: int, model: str, keys: str, faq_id: int, questions: list,
             tasks = []
             callers = []
             cpu0 = None
+            samples: list[tuple[float, float]] = []  # (monotonic, server CPU seconds), every 0.5 s
+
+            async def sample_cpu() -> None:
+                while True:
+                    samples.append((time.monotonic(), cpu_seconds(proc.pid)))
+                    await asyncio.sleep(0.5)
+
+            sampler = asyncio.create_task(sample_cpu())
             for i in range(n):
                 await asyncio.sleep(max(0.0, t0 + i * interval - time.monotonic()))
                 c = VoiceCaller(("127.0.0.1", sip_port), questions[i % len(questions)], keys,
@@ -282,11 +291,14 @@ def run_voice_level(n: int, model: str, keys: str, faq_id: int, questions: list,
             cpu1 = (cpu_seconds(proc.pid), time.monotonic())
             capture.recording = False
             ticker.cancel()
-            return callers, pacer.late, (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], cpu1[1] - t0)
+            sampler.cancel()
+            peak = max((100 * (cb - ca) / (tb - ta) for (ta, ca), (tb, cb) in zip(samples, samples[4:], strict=False)),
+                       default=0.0)
+            return callers, pacer.late, (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], cpu1[1] - t0, peak)
 
         try:
             client_cpu0 = time.process_time()
-            callers, late, (cpu, wall, span) = asyncio.run(place())
+            callers, late, (cpu, wall, span, cpu_peak) = asyncio.run(place())
             client_cpu = time.process_time() - client_cpu0
             # let a server that fell behind finish what it was sent (the logs then tell what each call reached
             # while the caller was on the line: its events up to the caller's hang-up)
@@ -340,7 +352,7 @@ def run_voice_level(n: int, model: str, keys: str, faq_id: int, questions: list,
         return {"calls": n, "answered": sum(r.answered for r in results), "reached": reached, "heard": heard,
                 "lag": lag, "v2v": v2v, "wall_lag": wall_lag, "keys_only": keys_only, "k2a": [r.key_to_audio for r in results],
                 "no_reply": sum(r.answered for r in results) - sum(x is not None for x in v2v),
-                "dev_p99": pct(devs, 99), "cpu_pct": 100 * cpu / wall, "span": span,
+                "dev_p99": pct(devs, 99), "cpu_pct": 100 * cpu / wall, "cpu_peak": cpu_peak, "span": span,
                 "client_cpu_pct": 100 * client_cpu / span, "drain_s": drain, "pacer_late_p99": pct(late, 99), "errors": errors[:3]}
 
 
@@ -355,7 +367,7 @@ def main_voice(args) -> int:
     print(f"speaking callers, 2 new a second: a question ({len(questions)} recordings), then keys {cap['keys']} "
           f"-> FAQ {cap['faq_id']}; times in ms")
     print(f"{'calls':>5} {'200 OK':>6} {'answer':>6} {'heard':>5} {'lag p50':>7} {'lag p99':>7} {'v2v p50':>7} "
-          f"{'v2v p99':>7} {'no rep':>6} {'k2a p50':>7} {'k2a p99':>7} {'RTP p99':>7} {'CPU%':>5} {'client%':>7} "
+          f"{'v2v p99':>7} {'no rep':>6} {'k2a p50':>7} {'k2a p99':>7} {'RTP p99':>7} {'CPU%':>5} {'peak%':>5} {'client%':>7} "
           f"{'wlag p50':>8} {'wlag p99':>8} {'keysonly':>8}")
     held = 0
     for n in [int(x) for x in args.levels.split(",")]:
@@ -364,7 +376,7 @@ def main_voice(args) -> int:
               f"{1000 * pct(r['lag'], 50):>7.0f} {1000 * pct(r['lag'], 99):>7.0f} "
               f"{1000 * pct(r['v2v'], 50):>7.0f} {1000 * pct(r['v2v'], 99):>7.0f} {r['no_reply']:>6} "
               f"{1000 * pct(r['k2a'], 50):>7.0f} {1000 * pct(r['k2a'], 99):>7.0f} {r['dev_p99']:>7.2f} "
-              f"{r['cpu_pct']:>5.0f} {r['client_cpu_pct']:>7.0f} {1000 * pct(r['wall_lag'], 50):>8.0f} "
+              f"{r['cpu_pct']:>5.0f} {r['cpu_peak']:>5.0f} {r['client_cpu_pct']:>7.0f} {1000 * pct(r['wall_lag'], 50):>8.0f} "
               f"{1000 * pct(r['wall_lag'], 99):>8.0f} {r['keys_only']:>8}", flush=True)
         if r["drain_s"] > 1:
             print(f"      the server took {r['drain_s']:.0f} s after the last hang-up to catch up")

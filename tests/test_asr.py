@@ -525,3 +525,75 @@ def test_a_call_that_ends_while_waiting_leaves_the_line(ko_model, korean_speech)
     a.feed(audio[: rate // 2])
     a.finish()
     assert c.ready() and c.acquire()
+
+
+# -- the busy line's narrower search
+
+
+def test_the_busy_search_is_a_copy_of_the_model_with_a_narrower_beam(ko_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("IVR_CACHE_DIR", str(tmp_path / "cache"))
+    src = korean_model_dir()
+    where = asr.searched_model_dir(src, {"beam": 8.0})
+    conf = (where / "conf" / "model.conf").read_text()
+    assert "--beam=8.0" in conf and "--beam=10.0" not in conf
+    assert "--max-active=3000" in conf  # the rest of the model's search is kept
+    for part in ("am/final.mdl", "graph/HCLr.fst", "conf/mfcc.conf"):
+        assert (where / part).resolve() == (src / part).resolve()  # linked, not copied
+    assert asr.searched_model_dir(src, {"beam": 8.0}) == where  # made once
+    assert asr.searched_model_dir(src, {"beam": 12.0}) is None  # the model's own beam (10) is narrower already
+    narrower = asr.searched_model_dir(src, {"beam": 12.0, "max_active": 1000})
+    assert "--beam=10.0" in (narrower / "conf" / "model.conf").read_text()
+    assert "--max-active=1000" in (narrower / "conf" / "model.conf").read_text()
+
+
+def test_a_busy_line_decodes_waiting_turns_with_the_narrower_search(ko_model, korean_speech):
+    """One turn decodes at a time. A turn that had to wait gets the busy search, and a recogniser of that kind
+    goes back to its own warm stock; once nobody waits, turns decode with the model's own search."""
+    audio, rate = korean_speech
+    pool = asr.WarmPool(keep=4, live=1, busy=True)
+    a, b, c = (asr.Recognizer(ko_model, rate) for _ in range(3))
+    for r in (a, b, c):
+        r._pool = pool
+    assert a.acquire() and not a.busy  # nobody waits: the model's own search
+    assert not b.acquire()  # b waits in line
+    a.feed(audio)
+    assert a.finish().text
+    assert b.acquire() and b.busy and pool.busy_takes == 1  # b waited: the busy search
+    assert b._rec is not None and getattr(b._rec, "ivr_samples", 0) == 0  # a new recogniser, not a's
+    b.feed(audio)
+    assert b.finish().text  # the narrower search still hears words
+    assert c.acquire() and not c.busy  # nobody waits any more
+    made = pool.made
+    c.feed(audio)
+    c.finish()
+    assert a.acquire() and not a.busy and pool.made == made  # the model's own, warm (none made)
+    a.close()
+    assert pool.idle() == 2  # one warm recogniser of each kind
+
+
+def test_busy_search_off_and_bad_values(monkeypatch):
+    monkeypatch.setattr(asr, "settings", lambda: {"busy_search": False})
+    assert asr.busy_search() == {}
+    monkeypatch.setattr(asr, "settings", lambda: {})
+    assert asr.busy_search() == {"beam": 8.0}
+    for bad in ({"beam": -1}, {"beam": "narrow"}, {"max_active": 2.5}, {"width": 3}, "fast"):
+        monkeypatch.setattr(asr, "settings", lambda bad=bad: {"busy_search": bad})
+        with pytest.raises(IvrError, match="busy_search") as err:
+            asr.busy_search()
+        assert "busy_search" in err.value.fix or "use only" in err.value.fix
+
+
+def test_without_a_narrower_copy_the_busy_line_decodes_with_the_models_own_search(ko_model, korean_speech,
+                                                                                   monkeypatch):
+    """The copy cannot be made (say the cache is not writable): turns are decoded all the same."""
+    audio, rate = korean_speech
+    monkeypatch.setattr(asr, "busy_model", lambda model: None)
+    pool = asr.WarmPool(keep=4, live=1, busy=True)
+    a, b = asr.Recognizer(ko_model, rate), asr.Recognizer(ko_model, rate)
+    a._pool = b._pool = pool
+    assert a.acquire() and not b.acquire()
+    a.feed(audio)
+    a.finish()
+    assert b.acquire() and not b.busy
+    b.feed(audio)
+    assert b.finish().text

@@ -150,13 +150,15 @@ def test_deferred_decoding_gives_the_same_events_later_and_keys_at_once():
     assert len(finals) == 2 and all(f.lag_ms >= 0 and f.voice_end < f.t for f in finals)
 
 
-def test_a_turn_beyond_the_live_bound_waits_its_turn_then_catches_up(monkeypatch):
+@pytest.mark.parametrize("busy", [False, True], ids=["own-search", "busy-search"])
+def test_a_turn_beyond_the_live_bound_waits_its_turn_then_catches_up(monkeypatch, busy):
     """Two callers speak at once and the line decodes one turn at a time: the second caller's speech waits
-    in its backlog (no decoding, no words lost), then is decoded whole once the first turn is done."""
+    in its backlog (no decoding, no words lost), then is decoded whole once the first turn is done (with
+    ``busy``: by the busy line's narrower search, which its final says)."""
     from ivr.media import asr
     from tests.test_session import korean_model_dir
 
-    pool = asr.WarmPool(keep=4, live=1)
+    pool = asr.WarmPool(keep=4, live=1, busy=busy)
     monkeypatch.setattr(asr, "_pool", pool)
     model = asr.load_model(korean_model_dir())
     x, spans = _call_audio(RATE)
@@ -178,7 +180,10 @@ def test_a_turn_beyond_the_live_bound_waits_its_turn_then_catches_up(monkeypatch
     assert len(finals[1]) == 1 and finals[1][0].text
     assert not second.backlog  # once the first turn ended, the second was decoded in one go
     assert len(finals[2]) == 1 and finals[2][0].text
-    assert pool.made == 1  # one recogniser served both turns
+    if busy:  # the waiting turn had a recogniser of the narrower search
+        assert (finals[1][0].search, finals[2][0].search) == (None, "busy") and pool.made == 2
+    else:
+        assert pool.made == 1  # one recogniser served both turns
 
 
 def test_a_hang_up_on_a_busy_line_drops_the_speech_still_waiting_undecoded():

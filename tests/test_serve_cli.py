@@ -62,6 +62,6 @@ def test_serve_warms_its_recognisers_up_on_the_lines_own_prompts(home, tmp_path)
         end = time.monotonic() + 120
         while time.monotonic() < end and "recognisers warm" not in ivr.stderr():
             time.sleep(0.2)
-        assert "ivr serve: 2 speech recognisers warm (" in ivr.stderr()
+        assert "ivr serve: 2 speech recognisers warm, and 2 with the busy line's narrower search (" in ivr.stderr()
     finally:
         ivr.stop()

@@ -215,7 +215,8 @@ def session_factory(args: argparse.Namespace, metrics=None):
                 print(f"ivr serve: speech recognisers not warmed up ({exc})", file=sys.stderr)
                 return
             if done["recognisers"]:
-                print(f"ivr serve: {done['recognisers']} speech recognisers warm "
+                busy = f", and {done['busy']} with the busy line's narrower search" if done.get("busy") else ""
+                print(f"ivr serve: {done['recognisers']} speech recognisers warm{busy} "
                       f"({done['seconds']:.0f} s of prompts each, {done['wall_s']:.1f} s)", file=sys.stderr)
 
         threading.Thread(target=warm_speech, name="asr-warm-up", daemon=True).start()

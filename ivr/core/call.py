@@ -146,7 +146,7 @@ class Call:
             self.note(t, "key", digit=event.digit, via=event.via, **extra)
             self._turn = _Turn(t, self._wall(), "key")
         elif isinstance(event, ev.SpeechFinal):
-            extra = {k: v for k in ("decode_ms", "lag_ms", "voice_end") if (v := getattr(event, k)) is not None}
+            extra = {k: v for k in ("decode_ms", "lag_ms", "voice_end", "search") if (v := getattr(event, k)) is not None}
             self.note(t, "heard", text=event.text, confidence=round(event.confidence, 3), **extra,
                       **({"end": event.end} if event.end else {}))
             self._turn = _Turn(t, self._wall(), "speech")

@@ -40,7 +40,8 @@ class SpeechFinal(_Event):
     """The caller's utterance. ``end``: what ended it ("turn": the end-of-turn rule, "hangup");
     ``decode_ms``: recogniser time spent on the turn; ``lag_ms``: wall-clock time from the turn's last frame
     arriving to this final (decoding behind under load shows here); ``voice_end``: call time of the end of
-    the caller's last word (voice-to-voice latency counts from it). All only for the call log."""
+    the caller's last word (voice-to-voice latency counts from it); ``search``: "busy" when a busy line
+    decoded it with its narrower search. All only for the call log."""
 
     text: str
     confidence: float = 1.0
@@ -50,6 +51,7 @@ class SpeechFinal(_Event):
     decode_ms: float | None = field(default=None, kw_only=True)
     lag_ms: float | None = field(default=None, kw_only=True)
     voice_end: float | None = field(default=None, kw_only=True)
+    search: str | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)

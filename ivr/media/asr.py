@@ -209,6 +209,120 @@ def load_model(path: str | os.PathLike):
         return model
 
 
+BUSY_SEARCH = {"beam": 8.0, "max_active": None}  # defaults of ``busy_search`` in config/asr.yaml
+_SEARCH_OPTIONS = {"beam": ("beam", float, 1.0, 100.0), "max_active": ("max-active", int, 100, 1_000_000)}
+
+
+def busy_search() -> dict[str, float | int]:
+    """``busy_search`` in config/asr.yaml: the Kaldi search of turns decoded on a busy line, e.g.
+    {"beam": 8.0}; {} when switched off (``busy_search: off``). A bad value is an ``IvrError``."""
+    raw = settings().get("busy_search", BUSY_SEARCH)
+    if raw is None or raw is False or raw == "off":
+        return {}
+    fix = "write busy_search: {beam: 8.0} (a narrower beam than the model's), or busy_search: off"
+    if not isinstance(raw, dict):
+        raise IvrError(f"config/asr.yaml: 'busy_search' must be a mapping such as {{beam: 8.0}} or off, not {raw!r}", fix)
+    unknown = sorted(set(raw) - set(_SEARCH_OPTIONS))
+    if unknown:
+        raise IvrError(f"config/asr.yaml: busy_search has unknown setting(s) {', '.join(map(str, unknown))}",
+                       f"use only {', '.join(_SEARCH_OPTIONS)}")
+    out: dict[str, float | int] = {}
+    for name, (_, kind, low, high) in _SEARCH_OPTIONS.items():
+        value = raw.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high or (
+                kind is int and value != int(value)):
+            raise IvrError(f"config/asr.yaml: busy_search.{name} must be a {'whole ' if kind is int else ''}number "
+                           f"from {low} to {high}, not {value!r}", fix)
+        out[name] = kind(value)
+    return out
+
+
+def _conf_value(conf: str, option: str) -> float | None:
+    import re
+
+    found = re.findall(rf"^--{re.escape(option)}=(\S+)", conf, flags=re.M)
+    try:
+        return float(found[-1]) if found else None
+    except ValueError:
+        return None
+
+
+def searched_model_dir(path: Path, search: dict) -> Path | None:
+    """A directory that is the model at ``path`` with a narrower Kaldi search (``search``: beam, max_active)
+    in its conf/model.conf, every other file a link to the model's own; made once in the per-user cache.
+    None when the model already searches at least as narrowly."""
+    import hashlib
+    import shutil
+    import tempfile
+
+    path = Path(path).resolve()
+    conf = (path / "conf" / "model.conf").read_text(encoding="utf-8")
+    lines = conf.splitlines()
+    changed = False
+    for name, value in search.items():
+        option = _SEARCH_OPTIONS[name][0]
+        have = _conf_value(conf, option)
+        if have is not None and have <= value:
+            continue
+        lines = [ln for ln in lines if not ln.strip().startswith(f"--{option}=")] + [f"--{option}={value}"]
+        changed = True
+    if not changed:
+        return None
+    text = "\n".join(lines) + "\n"
+    digest = hashlib.sha256((str(path) + "\0" + text).encode()).hexdigest()[:12]
+    out = paths.cache_dir() / "search" / f"{path.name}-{digest}"
+    if (out / "conf" / "model.conf").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".making-", dir=out.parent))
+    try:
+        for entry in path.iterdir():
+            if entry.name != "conf":
+                (tmp / entry.name).symlink_to(entry)
+        (tmp / "conf").mkdir()
+        for entry in (path / "conf").iterdir():
+            if entry.name != "model.conf":
+                (tmp / "conf" / entry.name).symlink_to(entry)
+        (tmp / "conf" / "model.conf").write_text(text, encoding="utf-8")
+        try:
+            tmp.rename(out)
+        except OSError:  # another process made it meanwhile
+            if not (out / "conf" / "model.conf").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+_busy_models: dict[Path, Any] = {}
+
+
+def busy_model(model):
+    """``model`` with the ``busy_search`` settings (loaded once per process and model), or None: switched
+    off, the model already searches as narrowly, or the narrower copy could not be made (logged; the line
+    then decodes every turn with the model's own search)."""
+    path = getattr(model, "ivr_path", None)
+    search = busy_search()
+    if path is None or not search:
+        return None
+    with _models_lock:
+        if path in _busy_models:
+            return _busy_models[path]
+    try:
+        where = searched_model_dir(path, search)
+        busy = load_model(where) if where is not None else None
+    except (OSError, IvrError) as exc:
+        log.warning("busy-line search off: a narrower copy of the model at %s could not be made (%s)", path, exc)
+        busy = None
+    if busy is not None:
+        busy.ivr_search = dict(search)
+    with _models_lock:
+        return _busy_models.setdefault(path, busy)
+
+
 # --------------------------------------------------------------------------------------------- results
 
 
@@ -321,6 +435,7 @@ class Recognizer:
         self._lock = threading.Lock()
         self._last_partial = ""
         self._grammar = self._choose_grammar()
+        self.busy = False  # the Vosk recogniser held searches as the busy line does (``busy_search``)
         self._pool = warm_pool()
         self._key = (id(self.model), self._grammar, self.alternatives,
                      json.dumps(self._endpoint(), sort_keys=True, default=str))
@@ -364,14 +479,16 @@ class Recognizer:
         self.grammar_active = True
         return json.dumps(grammar, ensure_ascii=False)
 
-    def _make(self):
-        """A new Vosk recogniser with this recogniser's settings (its decoding graph cache starts cold)."""
+    def _make(self, model=None):
+        """A new Vosk recogniser with this recogniser's settings (its decoding graph cache starts cold);
+        ``model``: another copy of the model (the busy line's narrower search)."""
         import vosk
 
+        model = self.model if model is None else model
         if self._grammar is None:
-            rec = vosk.KaldiRecognizer(self.model, float(self.model_rate))
+            rec = vosk.KaldiRecognizer(model, float(self.model_rate))
         else:
-            rec = vosk.KaldiRecognizer(self.model, float(self.model_rate), self._grammar)
+            rec = vosk.KaldiRecognizer(model, float(self.model_rate), self._grammar)
         rec.SetWords(True)
         rec.SetPartialWords(True)
         if self.alternatives > 0:
@@ -379,12 +496,18 @@ class Recognizer:
         self._apply_endpoint(rec)
         return rec
 
+    def _make_busy(self):
+        """A new Vosk recogniser searching as ``busy_search`` says, or None when there is no such search."""
+        model = busy_model(self.model)
+        return self._make(model) if model is not None else None
+
     def _take(self) -> None:
         if self._rec is None:
             self._held(self._pool.take(self._key, self._make, self))
 
-    def _held(self, rec) -> None:
+    def _held(self, rec, busy: bool = False) -> None:
         self._rec = rec
+        self.busy = busy
         self._fed = False
         self._since_partial = 0
         # Vosk times words from the recogniser's first sample; ours count from this stream's start
@@ -407,10 +530,10 @@ class Recognizer:
         decoding at once; False (and a place in line) when the bound is reached."""
         with self._lock:
             if self._rec is None:
-                rec = self._pool.try_take(self._key, self._make, self)
-                if rec is None:
+                got = self._pool.try_take(self._key, self._make, self, busy_make=self._make_busy)
+                if got is None:
                     return False
-                self._held(rec)
+                self._held(*got)
             return True
 
     @staticmethod
@@ -433,7 +556,7 @@ class Recognizer:
         """The Vosk recogniser is at a clean start (its final was taken): back to the warm pool."""
         rec, self._rec = self._rec, None
         if rec is not None:
-            self._pool.give(self._key, rec, self)
+            self._pool.give(self._key, rec, self, busy=self.busy)
 
     def _let_go(self) -> None:
         """The Vosk recogniser is mid-stream or broken: dropped, never given back warm."""
@@ -585,13 +708,16 @@ class Recognizer:
             self._fed = False
             self._give_back()
 
-    def warm_one(self, clips, seconds: float) -> float:
+    def warm_one(self, clips, seconds: float, busy: bool = False) -> float:
         """A new Vosk recogniser with this one's settings decodes ``clips`` (cycled, one stream each) until
         ``seconds`` of audio went through it, then waits warm in the pool. It is nobody's while it warms up:
-        calls arriving meanwhile are not held back. Returns the seconds decoded."""
+        calls arriving meanwhile are not held back. ``busy``: one with the busy line's search (none is made
+        when there is no such search). Returns the seconds decoded."""
         import numpy as np
 
-        rec = self._make()
+        rec = self._make_busy() if busy else self._make()
+        if rec is None:
+            return 0.0
         fed = 0.0
         for clip in itertools.islice(itertools.cycle(clips), 10000):
             if fed >= seconds:
@@ -603,7 +729,7 @@ class Recognizer:
             self._send(rec, pcm)
             rec.FinalResult()
             fed += len(clip) / self.input_rate
-        self._pool.give(self._key, rec, self)
+        self._pool.give(self._key, rec, self, busy=busy)
         return fed
 
     def close(self) -> None:
@@ -641,25 +767,32 @@ class WarmPool:
     price; with the bound, a turn beyond it waits (its frames stay queued, oldest turn first) for a warm one,
     which then catches up several times faster than real time. ``try_take`` is that waiting path;
     ``take`` (files, the kiosk) never waits.
+
+    ``busy``: on a busy line (the turn waited in line, or others wait) a turn is given a recogniser with a
+    narrower search (``busy_search`` in config/asr.yaml: a smaller Kaldi beam), which decodes about twice as
+    fast, so the line catches up instead of falling further behind; with nobody waiting, turns decode with the
+    model's own search. The two kinds are kept warm apart and count alike toward ``live``.
     """
 
-    def __init__(self, keep: int, live: int = 0):
+    def __init__(self, keep: int, live: int = 0, busy: bool = False):
         self.keep = keep
         self.live = live
+        self.busy = busy
         self._idle: dict[tuple, list] = {}
         self._holders: dict[tuple, weakref.WeakSet] = {}  # Recognizers holding a Vosk recogniser
         self._queue: dict[tuple, list] = {}  # weak references to Recognizers waiting, oldest first
         self._lock = threading.Lock()
         self.made = 0  # recognisers created (cold starts)
         self.reused = 0  # takes served warm
+        self.busy_takes = 0  # turns given the busy line's narrower search
 
     def _holding(self, key: tuple) -> weakref.WeakSet:
         return self._holders.setdefault(key, weakref.WeakSet())
 
-    def _grant(self, key: tuple, who, make):
+    def _grant(self, key: tuple, who, make, busy: bool = False):
         """Under the lock: ``who`` holds a recogniser from now on; returns (recogniser or None, make)."""
         self._holding(key).add(who)
-        idle = self._idle.get(key)
+        idle = self._idle.get((key, busy))
         if idle:
             self.reused += 1
             return idle.pop(), None
@@ -695,20 +828,31 @@ class WarmPool:
         with self._lock:
             return self._turn(key, who)
 
-    def try_take(self, key: tuple, make, who):
-        """A recogniser for ``who``, or None when ``live`` are in use and older turns wait first."""
+    def try_take(self, key: tuple, make, who, busy_make=None):
+        """(recogniser, busy) for ``who``, or None when ``live`` are in use and older turns wait first.
+        ``busy`` when the line is busy (``who`` waited in line, or others wait) and ``busy_make`` makes a
+        recogniser with the narrower search (it may return None: there is none)."""
         with self._lock:
+            waited = any(r() is who for r in self._line(key))
             if not self._turn(key, who):
                 return None
-            self._line(key, besides=who)
-            rec, make = self._grant(key, who, make)
-        return rec if rec is not None else make()
+            others = self._line(key, besides=who)
+            busy = self.busy and busy_make is not None and (waited or bool(others))
+            rec, to_make = self._grant(key, who, busy_make if busy else make, busy)
+            if busy:
+                self.busy_takes += 1
+        if rec is None:
+            rec = to_make()
+            if rec is None:  # no narrower search after all (switched off, or the copy could not be made)
+                return make(), False
+        return rec, busy
 
-    def give(self, key: tuple, rec, who) -> None:
-        """``who`` is done with ``rec``, which is at a clean start: kept warm (the ``keep`` last given)."""
+    def give(self, key: tuple, rec, who, busy: bool = False) -> None:
+        """``who`` is done with ``rec``, which is at a clean start: kept warm (the ``keep`` last given of its
+        kind: ``busy``, the busy line's search, or the model's own)."""
         with self._lock:
             self._holding(key).discard(who)
-            idle = self._idle.setdefault(key, [])
+            idle = self._idle.setdefault((key, busy), [])
             if rec is not None:
                 idle.append(rec)  # taken last in, first out: the most used stay, the oldest idle one goes
                 if len(idle) > self.keep:
@@ -771,7 +915,7 @@ def warm_pool() -> WarmPool:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = WarmPool(warm_recognizers(), live_recognizers())
+            _pool = WarmPool(warm_recognizers(), live_recognizers(), busy=bool(busy_search()))
         return _pool
 
 
@@ -798,19 +942,26 @@ def warm_up(model, rate: int, clips, *, count: int | None = None, seconds: float
     """Decode ``seconds`` of ``clips`` (mono int16 at ``rate``, e.g. the line's own prompts) through each of
     ``count`` recognisers, then leave them warm in the pool, so the first callers do not pay the cold price.
     Defaults: ``live_recognizers`` (at most ``warm_recognizers``) recognisers, ``warm_up_seconds`` each.
-    Returns {recognisers, seconds (of audio each), wall_s}."""
+    With ``busy_search`` on, as many recognisers of the busy line's search are warmed after them.
+    Returns {recognisers, busy (recognisers of the busy search), seconds (of audio each), wall_s}."""
 
     count = min(live_recognizers(), warm_recognizers()) if count is None else count
     seconds = warm_up_seconds() if seconds is None else seconds
     clips = [c for c in clips if len(c)]
     t0 = time.perf_counter()
     if not clips or count <= 0 or seconds <= 0:
-        return {"recognisers": 0, "seconds": 0.0, "wall_s": 0.0}
+        return {"recognisers": 0, "busy": 0, "seconds": 0.0, "wall_s": 0.0}
     template = Recognizer(model, rate)
     fed = 0.0
     for _ in range(count):
         fed = template.warm_one(clips, seconds)
-    return {"recognisers": count, "seconds": round(fed, 1), "wall_s": round(time.perf_counter() - t0, 2)}
+    busy = 0
+    if template._pool.busy and busy_model(model) is not None:
+        # the busy line's narrower search, ready before the line is busy (a new one would decode cold)
+        for _ in range(count):
+            busy += template.warm_one(clips, seconds, busy=True) > 0
+    return {"recognisers": count, "busy": busy, "seconds": round(fed, 1),
+            "wall_s": round(time.perf_counter() - t0, 2)}
 
 
 def warm_up_seconds() -> float:

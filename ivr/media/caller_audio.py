@@ -349,7 +349,8 @@ class CallerAudio:
         nbest = tuple(((head + " " + a.text).strip(), a.weight)
                       for a in getattr(pieces[-1], "alternatives", None) or ())
         return [SpeechFinal(text, confidence, nbest, t=g.t_end, end="turn", decode_ms=round(self._decode_s * 1000, 2),
-                            lag_ms=round((self.clock() - g.wall) * 1000, 1), voice_end=g.voice_end)]
+                            lag_ms=round((self.clock() - g.wall) * 1000, 1), voice_end=g.voice_end,
+                            search="busy" if getattr(self._rec, "busy", False) is True else None)]
 
     def _asr_failed(self, t_end: float, exc: Exception) -> list[CallerEvent]:
         self.asr_errors += 1
