@@ -282,3 +282,29 @@ def test_no_input_timer_waits_while_the_callers_words_wait_to_be_decoded(res_ko,
     s.decode(t=n * 0.02)
     assert [e for e in s.events if e["type"] == "speech"]  # the words reached the dialogue
     assert not [e for e in s.events if e["type"] == "no_input"]
+
+
+def test_decoder_threads_run_at_a_lower_scheduling_priority_than_the_call_threads():
+    """When the cores are full, the kernel runs the call threads (keys, the IVR's frames) before decoding."""
+    import os
+    import threading
+
+    from ivr.phone.worker import DECODER_NICE, WorkerPool
+
+    seen: dict[bool, int] = {}
+    done = threading.Event()
+
+    class Job:  # stands where a SessionWorker stands: the pool only calls _run_some
+        def _run_some(self, limit, decoder):
+            seen[decoder] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            if len(seen) == 2:
+                done.set()
+
+    pool = WorkerPool(threads=1, decoders=1)
+    try:
+        pool.schedule(Job())
+        pool.schedule(Job(), decode=True)
+        assert done.wait(5)
+    finally:
+        pool.close()
+    assert seen[True] == min(19, seen[False] + DECODER_NICE) and seen[True] > seen[False]

@@ -208,7 +208,11 @@ def session_factory(args: argparse.Namespace, metrics=None):
         import threading
 
         def warm_speech() -> None:
-            # the first callers' turns are decoded by recognisers that have already decoded the line's prompts
+            # the first callers' turns are decoded by recognisers that have already decoded the line's prompts;
+            # calls arriving meanwhile run first
+            from ivr.phone.worker import lower_priority
+
+            lower_priority()
             try:
                 done = resources.warm_speech(8000)
             except Exception as exc:  # noqa: BLE001 - the line works cold; say why it is not warm

@@ -15,7 +15,8 @@ Control before data (pipecat's system frames jump the queue). A call's jobs are 
    (``DECODE_CHUNK``) at a time, only when lanes 1 and 2 are empty; the recogniser may lag behind.
 
 The pool's call threads take only calls with control or media work; its decoder threads (one per core)
-take calls with speech to decode, ``DECODE_CHUNK`` frames at a time. A key or an IVR frame of a call waits
+take calls with speech to decode, ``DECODE_CHUNK`` frames at a time, at a lower scheduling priority
+(``DECODER_NICE``): when the cores are full, keys and the IVR's frames run first. A key or an IVR frame of a call waits
 at most for one decoding chunk of that same call, never for other calls' decoding (Vosk releases the
 interpreter lock while it decodes). ``WorkerPool.decode_lag()`` estimates how far decoding is behind (the
 speech waiting, at the measured decoding speed): admission (ivr/phone/admission.py) reads it.
@@ -48,6 +49,19 @@ FRAME_SAMPLES = 160  # 20 ms at 8 kHz
 PREFETCH = 3  # frames prepared ahead of the clock (60 ms) while the IVR speaks
 QUIET_PREFETCH = 1  # ... and while it is quiet: a key then waits behind one prepared frame of silence, not three
 DECODE_CHUNK = 6  # speech frames decoded (in one recogniser call) before the thread looks at other calls again
+DECODER_NICE = 10  # the decoder threads' scheduling priority, below the event loop's and the call threads'
+
+
+def lower_priority(nice: int = DECODER_NICE) -> bool:
+    """Lower the calling thread's scheduling priority by ``nice`` (Linux schedules threads one by one): when the
+    cores are full, the kernel then runs the event loop and the call threads (keys, the IVR's next frame)
+    before speech decoding, which takes every cycle they leave. False where the platform cannot."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        return True
+    except (AttributeError, OSError):
+        return False
 
 SessionFactory = Callable[..., Any]  # (call_id, channel[, speech=False]) -> CallSession
 
@@ -167,6 +181,8 @@ class WorkerPool:
         """A call thread takes calls with keys or frames to handle; a decoder thread, calls with speech to
         decode (a few frames, then the call goes back in line)."""
         line = self._slow if decoder else self._fast
+        if decoder:
+            lower_priority()
         while True:
             with self._cv:
                 while not line and not self._closed:
