@@ -54,6 +54,23 @@ def test_renders_vietnamese_at_the_requested_rate(synth, rate):
     assert rms.max() > 50 * (np.percentile(rms, 5) + 1)
 
 
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_a_play_starts_with_at_most_10_ms_of_silence(synth, rate):
+    """espeak-ng starts "Quý khách..." with ~70 ms of digital silence (the closure of its first consonant): dead
+    air after every key that opens a topic menu. The rendering keeps 10 ms of it, and nothing of the speech."""
+    from ivr.media.tts import LEAD_FLOOR, LEAD_MS
+
+    text = "Quý khách đã chọn mật khẩu và mã PIN."
+    native, native_rate = synth.render_native(text)
+    lead = np.flatnonzero(np.abs(native.astype(np.int32)) > LEAD_FLOOR)[0] / native_rate
+    assert lead > 0.04  # the engine's own silence, which the test is about
+    x = synth.render(text, rate, raw=True)  # as given, like render_native
+    first = np.flatnonzero(np.abs(x.astype(np.int32)) > LEAD_FLOOR)[0] / rate
+    assert first <= LEAD_MS / 1000 + 0.002
+    # only silence went: the rest is as long as the engine's speech after its own lead
+    assert _seconds(x, rate) == pytest.approx(_seconds(native, native_rate) - lead + first, abs=0.01)
+
+
 def test_resampled_audio_has_no_energy_above_nyquist_of_the_phone_rate(synth):
     x = synth.render(SENTENCE, 8000).astype(np.float64)
     spectrum = np.abs(np.fft.rfft(x)) ** 2

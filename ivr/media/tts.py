@@ -64,7 +64,10 @@ VOICES = {"north": "vi", "central": "vi-vn-x-central", "south": "vi-vn-x-south"}
 ESPEAK_INSTALL = "sudo apt-get install espeak-ng"
 MIN_WPM, MAX_WPM = 80, 450
 DEFAULT_WPM = 175  # espeak-ng's own default rate
-CACHE_FORMAT = 1  # bump when the way audio is produced or stored changes
+CACHE_FORMAT = 2  # bump when the way audio is produced or stored changes (2: leading silence trimmed)
+LEAD_MS = 10  # espeak-ng starts some words with up to 70 ms of digital silence (the closure of "Qu", "C"...):
+# a play starts at most this long before its first sound, so a key or a question is answered without dead air
+LEAD_FLOOR = 16  # samples at or below this magnitude (about -66 dBFS) count as that silence
 MAX_PIECE_CHARS = 1000  # longest text handed to the engine in one call (FAQ answers are under 600)
 
 _ENGINE_LOCK = threading.Lock()
@@ -315,7 +318,17 @@ class Synthesizer:
                            "digits (only emoji, symbols or punctuation), so it would be a moment of silence",
                            "write the words to speak")
         samples, native = self.render_native(spoken)
-        return resample(samples, native, sample_rate)
+        return trim_lead(resample(samples, native, sample_rate), sample_rate)
+
+
+def trim_lead(samples: np.ndarray, sample_rate: int, keep_ms: float = LEAD_MS) -> np.ndarray:
+    """``samples`` without the silence before their first sound beyond ``keep_ms`` (all of it kept when the
+    audio is silent throughout)."""
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > LEAD_FLOOR)
+    if not loud.size:
+        return samples
+    start = max(0, int(loud[0]) - int(sample_rate * keep_ms / 1000))
+    return samples[start:] if start else samples
 
 
 def speakable(text: str) -> bool:
