@@ -562,13 +562,27 @@ def test_a_busy_line_decodes_waiting_turns_with_the_narrower_search(ko_model, ko
     assert b._rec is not None and getattr(b._rec, "ivr_samples", 0) == 0  # a new recogniser, not a's
     b.feed(audio)
     assert b.finish().text  # the narrower search still hears words
-    assert c.acquire() and not c.busy  # nobody waits any more
+    assert c.ready() and c.acquire() and not c.busy  # nobody waits any more (asking first is not waiting)
     made = pool.made
     c.feed(audio)
     c.finish()
     assert a.acquire() and not a.busy and pool.made == made  # the model's own, warm (none made)
     a.close()
     assert pool.idle() == 2  # one warm recogniser of each kind
+
+
+def test_with_every_core_decoding_a_turn_the_next_one_takes_the_busy_search(ko_model, korean_speech):
+    audio, rate = korean_speech
+    pool = asr.WarmPool(keep=4, live=4, busy=True, busy_at=2)
+    a, b, c = (asr.Recognizer(ko_model, rate) for _ in range(3))
+    for r in (a, b, c):
+        r._pool = pool
+    assert a.acquire() and b.acquire() and not (a.busy or b.busy)  # one turn per core
+    assert c.acquire() and c.busy  # a third would share the cores: it decodes with the narrower search
+    for r in (a, b, c):
+        r.feed(audio[: rate // 2])
+        r.finish()
+    assert c.acquire() and not c.busy  # alone again
 
 
 def test_busy_search_off_and_bad_values(monkeypatch):

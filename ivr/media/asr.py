@@ -768,19 +768,22 @@ class WarmPool:
     which then catches up several times faster than real time. ``try_take`` is that waiting path;
     ``take`` (files, the kiosk) never waits.
 
-    ``busy``: on a busy line (the turn waited in line, or others wait) a turn is given a recogniser with a
+    ``busy``: on a busy line (the turn waited in line, others wait, or ``busy_at`` turns are decoding already:
+    the process's decoder threads are all in use) a turn is given a recogniser with a
     narrower search (``busy_search`` in config/asr.yaml: a smaller Kaldi beam), which decodes about twice as
     fast, so the line catches up instead of falling further behind; with nobody waiting, turns decode with the
     model's own search. The two kinds are kept warm apart and count alike toward ``live``.
     """
 
-    def __init__(self, keep: int, live: int = 0, busy: bool = False):
+    def __init__(self, keep: int, live: int = 0, busy: bool = False, busy_at: int = 0):
         self.keep = keep
         self.live = live
         self.busy = busy
+        self.busy_at = busy_at  # with this many decoding already, the next turn takes the busy search too (0: no)
         self._idle: dict[tuple, list] = {}
         self._holders: dict[tuple, weakref.WeakSet] = {}  # Recognizers holding a Vosk recogniser
         self._queue: dict[tuple, list] = {}  # weak references to Recognizers waiting, oldest first
+        self._refused: weakref.WeakSet = weakref.WeakSet()  # Recognizers told to wait since they last took one
         self._lock = threading.Lock()
         self.made = 0  # recognisers created (cold starts)
         self.reused = 0  # takes served warm
@@ -821,7 +824,10 @@ class WarmPool:
         if not any(r() is who for r in queue):
             queue.append(weakref.ref(who))
         free = self.live - len(self._holding(key))
-        return any(r() is who for r in queue[:max(0, free)])
+        granted = any(r() is who for r in queue[:max(0, free)])
+        if not granted:
+            self._refused.add(who)
+        return granted
 
     def can_take(self, key: tuple, who) -> bool:
         """Whether ``try_take`` would give ``who`` a recogniser now (``who`` keeps its place in line)."""
@@ -833,11 +839,14 @@ class WarmPool:
         ``busy`` when the line is busy (``who`` waited in line, or others wait) and ``busy_make`` makes a
         recogniser with the narrower search (it may return None: there is none)."""
         with self._lock:
-            waited = any(r() is who for r in self._line(key))
             if not self._turn(key, who):
                 return None
-            others = self._line(key, besides=who)
-            busy = self.busy and busy_make is not None and (waited or bool(others))
+            waited = who in self._refused
+            self._refused.discard(who)
+            # others told to wait are in line behind (asking whether one is free is not waiting)
+            others = any(r() in self._refused for r in self._line(key, besides=who))
+            crowded = bool(self.busy_at) and len(self._holding(key)) >= self.busy_at
+            busy = self.busy and busy_make is not None and (waited or others or crowded)
             rec, to_make = self._grant(key, who, busy_make if busy else make, busy)
             if busy:
                 self.busy_takes += 1
@@ -915,7 +924,9 @@ def warm_pool() -> WarmPool:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = WarmPool(warm_recognizers(), live_recognizers(), busy=bool(busy_search()))
+            # busy from one turn decoding per core: more than that share the cores and each decodes slower
+            _pool = WarmPool(warm_recognizers(), live_recognizers(), busy=bool(busy_search()),
+                             busy_at=os.cpu_count() or 1)
         return _pool
 
 
@@ -933,9 +944,9 @@ def warm_recognizers() -> int:
 
 def live_recognizers() -> int:
     """``live_recognizers`` in config/asr.yaml: recognisers decoding at once per setting on the phone
-    (0 = four per CPU core)."""
-    value = _whole("live_recognizers", 0, 1024, "write 0 (four per CPU core) or a number such as 8")
-    return value or 4 * (os.cpu_count() or 1)
+    (0 = two per CPU core)."""
+    value = _whole("live_recognizers", 0, 1024, "write 0 (two per CPU core) or a number such as 4")
+    return value or 2 * (os.cpu_count() or 1)
 
 
 def warm_up(model, rate: int, clips, *, count: int | None = None, seconds: float | None = None) -> dict:
