@@ -16,18 +16,18 @@ DATA = paths.home() / "tests" / "data"
 # set, noise (None = typed text): measured top-1, answered-right, wrong-outright, out-of-scope rejected
 LEVELS = [
     ("eval_questions.yaml", None, 0.992, 0.941, 0.006, 0.977),
-    ("eval_questions.yaml", 0.2, 0.966, 0.866, 0.012, 0.955),
-    ("eval_questions_long.yaml", None, 1.000, 0.817, 0.000, 1.000),
-    ("eval_questions_long.yaml", 0.2, 0.986, 0.761, 0.000, 0.920),
+    ("eval_questions.yaml", 0.2, 0.983, 0.866, 0.006, 0.977),
+    ("eval_questions_long.yaml", None, 1.000, 0.859, 0.000, 1.000),
+    ("eval_questions_long.yaml", 0.2, 0.986, 0.775, 0.000, 0.960),
     ("eval_questions_keywords.yaml", 0.2, 0.973, 0.919, 0.000, 0.941),
-    ("eval_questions_symptoms.yaml", None, 0.942, 0.827, 0.000, 0.917),
-    ("eval_questions_symptoms.yaml", 0.2, 0.891, 0.705, 0.000, 0.972),
-    ("eval_questions_fresh.yaml", None, 0.895, 0.676, 0.000, 0.967),
-    ("eval_questions_fresh.yaml", 0.2, 0.867, 0.581, 0.007, 0.933),
-    ("eval_questions_fresh.yaml", 0.3, 0.829, 0.448, 0.000, 0.933),
-    ("eval_callers.yaml", None, 0.935, 0.822, 0.000, 0.966),
-    ("eval_callers.yaml", 0.2, 0.907, 0.706, 0.015, 0.931),
-    ("eval_callers.yaml", 0.3, 0.888, 0.682, 0.011, 0.914),
+    ("eval_questions_symptoms.yaml", None, 0.968, 0.872, 0.000, 0.889),
+    ("eval_questions_symptoms.yaml", 0.2, 0.910, 0.750, 0.000, 0.972),
+    ("eval_questions_fresh.yaml", None, 0.924, 0.733, 0.000, 1.000),
+    ("eval_questions_fresh.yaml", 0.2, 0.886, 0.610, 0.007, 0.933),
+    ("eval_questions_fresh.yaml", 0.3, 0.905, 0.543, 0.000, 0.933),
+    ("eval_callers.yaml", None, 0.967, 0.879, 0.004, 0.966),
+    ("eval_callers.yaml", 0.2, 0.916, 0.762, 0.015, 0.914),
+    ("eval_callers.yaml", 0.3, 0.902, 0.734, 0.011, 0.897),
 ]
 
 
