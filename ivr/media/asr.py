@@ -768,8 +768,8 @@ class WarmPool:
     which then catches up several times faster than real time. ``try_take`` is that waiting path;
     ``take`` (files, the kiosk) never waits.
 
-    ``busy``: on a busy line (the turn waited in line, others wait, or ``busy_at`` turns are decoding already:
-    the process's decoder threads are all in use) a turn is given a recogniser with a
+    ``busy``: on a busy line (the turn waited in line, others wait, or ``busy_at`` turns are decoding already)
+    a turn is given a recogniser with a
     narrower search (``busy_search`` in config/asr.yaml: a smaller Kaldi beam), which decodes about twice as
     fast, so the line catches up instead of falling further behind; with nobody waiting, turns decode with the
     model's own search. The two kinds are kept warm apart and count alike toward ``live``.
@@ -924,9 +924,11 @@ def warm_pool() -> WarmPool:
     global _pool
     with _pool_lock:
         if _pool is None:
-            # busy from one turn decoding per core: more than that share the cores and each decodes slower
-            _pool = WarmPool(warm_recognizers(), live_recognizers(), busy=bool(busy_search()),
-                             busy_at=os.cpu_count() or 1)
+            # busy from the second turn decoding at once: a turn has the model's own search only while it has
+            # the decoders to itself (bench_sip, 40 callers on 2 cores, four runs each: from the third turn,
+            # voice-to-voice p50 0.67-0.82 s and key-to-audio p99 50-107 ms; from the second, 0.66-0.68 s and
+            # 35-97 ms)
+            _pool = WarmPool(warm_recognizers(), live_recognizers(), busy=bool(busy_search()), busy_at=1)
         return _pool
 
 
