@@ -308,3 +308,31 @@ def test_decoder_threads_run_at_a_lower_scheduling_priority_than_the_call_thread
     finally:
         pool.close()
     assert seen[True] == min(19, seen[False] + DECODER_NICE) and seen[True] > seen[False]
+
+
+def test_the_pool_reads_the_speech_waiting_in_real_call_workers(monkeypatch):
+    """``decode_lag`` sums what each registered SessionWorker says is waiting. (The method once sat on the
+    pool instead of the worker: the real line's lag raised, admission took that for "no lag", and a busy
+    line never answered new calls keypad-first.)"""
+    from ivr.media import asr, g711
+    from ivr.phone.worker import FRAME_SAMPLES, WorkerPool
+
+    rate = asr.DecodeRate(window=4)
+    rate.record(2.0, 1.0)  # decoding at 0.5 x real time
+    monkeypatch.setattr(asr, "decode_rate", rate)
+
+    class WaitingSession:  # FAKE session: only how many speech frames wait to be decoded
+        decode_backlog = 150  # 3 s at 20 ms a frame
+
+    async def lag() -> float:
+        pool = WorkerPool(threads=1, decoders=1)
+        try:
+            worker = SessionWorker(lambda *a, **k: None, "waiting", "sip", g711.ulaw_encode, g711.ulaw_decode,
+                                   pool)
+            worker.session = WaitingSession()
+            assert worker.backlog_seconds() == pytest.approx(150 * FRAME_SAMPLES / 8000)
+            return pool.decode_lag()
+        finally:
+            pool.close()
+
+    assert asyncio.run(lag()) == pytest.approx(3.0 * 0.5)

@@ -161,10 +161,6 @@ class WorkerPool:
             (self._slow if decode else self._fast).append(worker)
             self._cv.notify_all()
 
-    def backlog_seconds(self) -> float:
-        """Seconds of this call's speech waiting to be decoded."""
-        return self._backlog() * FRAME_SAMPLES / 8000
-
     def decode_lag(self) -> float:
         """Seconds (wall clock) the decoder threads need for the speech waiting in all calls, at the measured
         decoding speed (``ivr.media.asr.decode_rate``): how far decoding is behind, and how long a new
@@ -446,6 +442,10 @@ class SessionWorker:
     def _backlog(self) -> int:
         session = self.session
         return int(getattr(session, "decode_backlog", 0) or 0) if session is not None else 0
+
+    def backlog_seconds(self) -> float:
+        """Seconds of this call's speech waiting to be decoded (``WorkerPool.decode_lag`` sums them)."""
+        return self._backlog() * FRAME_SAMPLES / 8000
 
     def _decodable(self) -> bool:
         """Speech waits and can be decoded now. A turn waiting for a recogniser (as many as the line decodes
