@@ -4,14 +4,18 @@ The thresholds in config/match.yaml are calibrated on these two sources only:
 
 * **leave-one-out**: fold k drops the k-th paraphrase of every entry, and each dropped paraphrase is matched
   against the matcher built without it (a handful of rebuilds, not one per paraphrase);
-* **dev**: tests/data/eval_questions.yaml (caller questions, in-domain and out-of-domain);
+* **dev**: the caller question sets in DEV_SETS (tests/data/eval_questions*.yaml: plain, long, keywords,
+  symptoms, hotline; in-domain and out-of-domain). The hotline set was written from the source page alone and
+  is the best sign of how unseen callers fare;
 * both again through the Vosk-style noise channel (ivr/language/noise.py) at 10/20/30 % syllable errors,
   with their own seeds.
 
 The fresh set tests/data/eval_questions_fresh.yaml and the callers' set tests/data/eval_callers.yaml are
-never used to choose a setting (benchmarks/bench_understanding.py reports them). ``--grid`` sweeps the decision settings over the tuning data and prints the best rows.
+never used to choose a setting (benchmarks/bench_understanding.py reports them). ``--grid`` sweeps the decision
+settings over the tuning data and prints the best rows; ``--sets`` prints each dev set's figures, clean and at
+20 % syllable errors, with where top-1 is lost.
 
-    .venv/bin/python scripts/tune_matcher.py [--grid]
+    .venv/bin/python scripts/tune_matcher.py [--grid] [--sets]
 """
 
 from __future__ import annotations
@@ -110,6 +114,7 @@ def tuning_figures(faq: Faq, settings: dict, dev) -> tuple[dict, dict]:
 
 SCORING = {"ngram_weight": [0.0, 0.15, 0.25, 0.35]}
 DECISION = {
+    "out_of_scope_ngram_share": [0.0, 0.5],
     "answer_needs_agreement": [0, 1],
     "agree_answer_threshold": [0.35, 0.45, 1.01],
     "agree_margin": [0.1, 0.15],
