@@ -11,7 +11,8 @@ from ivr.language.normalize import normalize
 
 # the word matcher alone (no character n-gram signal): for tests of how its own scores and rules behave
 WORDS_ONLY = {"ngram_weight": 0.0, "answer_needs_agreement": 0, "agree_answer_threshold": 1.01,
-              "ngram_out_of_scope_gap": -1.0, "ngram_out_of_scope_gap_unnamed": -1.0}
+              "ngram_out_of_scope_gap": -1.0, "ngram_out_of_scope_gap_unnamed": -1.0,
+              "out_of_scope_ngram_share": 0.0}
 
 EVAL_FILE = paths.home() / "tests" / "data" / "eval_questions.yaml"  # dev: used to calibrate
 FRESH_FILE = paths.home() / "tests" / "data" / "eval_questions_fresh.yaml"  # never used to calibrate
@@ -173,6 +174,46 @@ def test_out_of_scope_phrasings_reject_what_the_line_does_not_handle(tmp_path):
     assert result.candidates and result.candidates[0].faq_id == 1  # out-of-scope groups are never candidates
     ok = m.match("quên mật khẩu")
     assert (ok.decision, ok.faq_id, ok.out_of_scope) == ("answer", 1, False), ok
+
+
+def test_the_out_of_scope_contest_weighs_the_n_gram_signal_too():
+    """out_of_scope_ngram_share: a long question sharing its context words ("tháng", "công ty") with a short
+    out-of-scope phrasing is not rejected as out of scope when the n-gram cosine, weighing the whole question,
+    sees the entry it asks about; a caller naming another service still is."""
+    faq = load_faq()
+    settings = config.load("match")
+    assert settings["out_of_scope_ngram_share"] > 0
+    shipped = Matcher(faq, settings)
+    words_only = Matcher(faq, {**settings, "out_of_scope_ngram_share": 0.0})
+    story = "mỗi tháng công ty phải đổi mật khẩu theo quy định mà trong ứng dụng không thấy chỗ đổi"
+    control = words_only.match(story)
+    assert (control.decision, control.out_of_scope) == ("reject", True), control
+    got = shipped.match(story)
+    assert (got.decision, got.faq_id, got.out_of_scope) == ("confirm", 6, False), got
+    for other in ("quên mã pin thẻ atm", "quên mật khẩu wifi", "đổi mã pin thẻ ngân hàng", "quên mật khẩu zalo"):
+        r = shipped.match(other)
+        assert (r.decision, r.out_of_scope) == ("reject", True), (other, r)
+
+
+def test_naming_another_service_discounts_the_n_gram_cosine_in_the_out_of_scope_contest():
+    """The n-gram cosine does not know which words name another service: when the caller names one (and an
+    out-of-scope phrasing scores at least out_of_scope_floor), the entries' cosines take
+    out_of_scope_word_factor, as the word matcher's scores do."""
+    faq = two_entry_faq("Quên mật khẩu thì làm sao?", "Gia hạn chứng thư số ở đâu?")
+    m = Matcher(faq, {"ngram_weight": 0.25, "out_of_scope_ngram_share": 0.5, "out_of_scope_word_factor": 0.5,
+                      "out_of_scope_floor": 0.25})
+    best, second = {1: 0.4, 2: 0.1, -1: 0.45}, {1: 0.8, 2: 0.2, -1: 0.5}
+    top_in, top_out = m._out_of_scope_contest(0.4, 0.45, best, second, named=False)
+    assert top_in == pytest.approx((0.4 * 0.8) ** 0.5) and top_out == pytest.approx((0.45 * 0.5) ** 0.5)
+    assert top_in > top_out  # the n-gram cosine outweighs the word matcher's lead for the other service
+    named_in, named_out = m._out_of_scope_contest(0.4, 0.45, best, second, named=True)
+    assert named_in == pytest.approx((0.4 * 0.5 * 0.8) ** 0.5) and named_out == top_out
+    assert named_in < named_out
+    # below the floor the caller's word names nothing the out-of-scope data knows well: no factor
+    assert m._out_of_scope_contest(0.4, 0.2, best, second, named=True)[0] == pytest.approx(top_in)
+    # share 0: the word matcher alone
+    alone = Matcher(faq, {"ngram_weight": 0.25, "out_of_scope_ngram_share": 0.0})
+    assert alone._out_of_scope_contest(0.4, 0.45, best, second, named=False) == (0.4, 0.45)
 
 
 def test_an_entry_nearly_as_close_to_another_service_is_confirmed_not_answered():

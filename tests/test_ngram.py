@@ -69,7 +69,7 @@ def test_the_ngram_signal_alone_does_not_lift_a_weak_question_into_a_confirmatio
 
 def test_with_no_ngram_setting_the_index_is_not_built(faq):
     off = {"ngram_weight": 0.0, "answer_needs_agreement": 0, "agree_answer_threshold": 1.01,
-           "ngram_out_of_scope_gap": -1.0, "ngram_out_of_scope_gap_unnamed": -1.0}
+           "ngram_out_of_scope_gap": -1.0, "ngram_out_of_scope_gap_unnamed": -1.0, "out_of_scope_ngram_share": 0.0}
     m = Matcher(faq, {**config.load("match"), **off})
     assert m.ngram is None
     assert m.match("tôi quên mật khẩu").faq_id == 9

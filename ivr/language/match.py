@@ -98,6 +98,8 @@ DEFAULTS = {
     "ngram_out_of_scope_gap": -1.0,  # answered outright only when the n-gram's best entry beats its best
                                      # out-of-scope phrasing by this (-1: no condition) ...
     "ngram_out_of_scope_gap_unnamed": -1.0,  # ... by this when the caller names no other service
+    "out_of_scope_ngram_share": 0.0,  # the n-gram cosine's share when the best out-of-scope phrasing is
+                                      # compared with the best entry (0: the word matcher alone)
 }
 
 
@@ -116,6 +118,7 @@ _RANGES = {
     "doubtful_word_conf": (0.0, 1.0), "generic_word_share": (0.0, 1.0),
     "ngram_weight": (0.0, 1.0), "answer_needs_agreement": (0, 1), "agree_answer_threshold": (0.0, 1.01),
     "agree_margin": (0.0, 1.0), "ngram_out_of_scope_gap": (-1.0, 1.0), "ngram_out_of_scope_gap_unnamed": (-1.0, 1.0),
+    "out_of_scope_ngram_share": (0.0, 1.0),
 }
 
 
@@ -319,7 +322,7 @@ class Matcher:
         # gets wrong, and a wrong letter keeps the rest of its word's n-grams)
         self.ngram: NgramIndex | None = None
         if (self.ngram_weight > 0 or self.needs_agreement or self.agree_threshold <= 1.0
-                or self.ngram_oos_gap > -1.0 or self.ngram_oos_gap_unnamed > -1.0):
+                or self.ngram_oos_gap > -1.0 or self.ngram_oos_gap_unnamed > -1.0 or self.oos_ngram_share > 0):
             self.ngram = NgramIndex(self.fold.texts)
             self._owner_keys = sorted(set(owners))
             slot = {o: k for k, o in enumerate(self._owner_keys)}
@@ -346,6 +349,7 @@ class Matcher:
         self.agree_margin = float(s["agree_margin"])
         self.ngram_oos_gap = float(s["ngram_out_of_scope_gap"])
         self.ngram_oos_gap_unnamed = float(s["ngram_out_of_scope_gap_unnamed"])
+        self.oos_ngram_share = float(s["out_of_scope_ngram_share"])
 
     def _only_out_of_scope(self, corpus: _Corpus) -> frozenset[str]:
         inside: set[str] = set()
@@ -510,13 +514,19 @@ class Matcher:
         if self.ngram is None or not cands:
             return self._decide(cands, oos, named)
         top = cands[0]
-        if oos > 0 and oos >= top.score - self.oos_margin:
-            return MatchResult("reject", None, top.score, cands, out_of_scope=True, out_of_scope_score=oos,
-                               names_other_service=named)
         inside = {o: v for o, v in second.items() if o > 0}
         second_top = max(inside, key=lambda o: (inside[o], -o)) if inside else None
         second_oos = max((v for o, v in second.items() if o < 0), default=0.0)
         blended, blended_oos = self._ranked(self._blend(best, second))
+        # out of scope: the best out-of-scope phrasing against the best entry, both signals mixed (weighted
+        # geometric mean) at out_of_scope_ngram_share (0: the word matcher alone). A long question shares its
+        # context words ("công ty", "ngân hàng") with some short out-of-scope phrasing; the n-gram cosine weighs
+        # the whole question. It does not know which words name another service: when the caller names one,
+        # its entries' cosines take the same factor as the word matcher's scores (out_of_scope_word_factor).
+        top_in, top_out = self._out_of_scope_contest(top.score, oos, best, second, named)
+        if top_out > 0 and top_out >= top_in - self.oos_margin:
+            return MatchResult("reject", None, top.score, cands, out_of_scope=True, out_of_scope_score=oos,
+                               names_other_service=named)
         agree = second_top == top.faq_id == blended[0].faq_id
         # "quên mật khẩu" shares most of its n-grams with "quên mật khẩu zalo": the n-gram's out-of-scope
         # veto is wide when the caller names another service, narrow (or off) otherwise
@@ -525,6 +535,20 @@ class Matcher:
         own = best.get(blended[0].faq_id, 0.0)
         result = self._decide_in_scope(blended, blended_oos, named, sure=sure, agree=agree, own_score=own)
         return dataclasses.replace(result, names_other_service=named) if named else result
+
+    def _out_of_scope_contest(self, top: float, oos: float, best: dict[int, float], second: dict[int, float],
+                              named: bool) -> tuple[float, float]:
+        """(best entry, best out-of-scope group) as the out-of-scope decision weighs them: the word matcher's
+        scores ``best`` (``top``, ``oos``) mixed with the n-gram cosines ``second`` at
+        ``out_of_scope_ngram_share``."""
+        w = self.oos_ngram_share
+        if w <= 0 or not second:
+            return top, oos
+        # the word matcher's scores already carry the factor (Matcher._owner_scores)
+        f = self.oos_word_factor if named and oos >= self.oos_floor else 1.0
+        top_in = max((v ** (1 - w) * (f * second.get(o, 0.0)) ** w for o, v in best.items() if o > 0), default=0.0)
+        top_out = max((v ** (1 - w) * second.get(o, 0.0) ** w for o, v in best.items() if o < 0), default=0.0)
+        return top_in, top_out
 
     def _decide(self, candidates: list[Candidate], oos: float, named: bool = True) -> MatchResult:
         """``named``: the caller used a word only out-of-scope phrasings use."""
