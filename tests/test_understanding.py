@@ -1,6 +1,6 @@
 """How well callers are understood through recognition errors: the matcher on the labelled sets, clean and
 through the seeded Vosk-style noise channel (seed 0, as `ivr eval --noise` and
-benchmarks/bench_understanding.py print them). The dev sets (eval_questions, _long, _keywords, _symptoms) were
+benchmarks/bench_understanding.py print them). The dev sets (eval_questions, _long, _keywords, _symptoms, _hotline) were
 used to calibrate; fresh and callers never.
 
 Levels are asserted a little below the measured figures in LEVELS (tolerances in the test) to absorb FAQ edits."""
@@ -16,18 +16,20 @@ DATA = paths.home() / "tests" / "data"
 # set, noise (None = typed text): measured top-1, answered-right, wrong-outright, out-of-scope rejected
 LEVELS = [
     ("eval_questions.yaml", None, 0.992, 0.941, 0.006, 0.977),
-    ("eval_questions.yaml", 0.2, 0.983, 0.866, 0.006, 0.977),
+    ("eval_questions.yaml", 0.2, 0.983, 0.866, 0.006, 0.955),
     ("eval_questions_long.yaml", None, 1.000, 0.859, 0.000, 1.000),
-    ("eval_questions_long.yaml", 0.2, 0.986, 0.775, 0.000, 0.960),
+    ("eval_questions_long.yaml", 0.2, 1.000, 0.775, 0.000, 0.960),
     ("eval_questions_keywords.yaml", 0.2, 0.973, 0.919, 0.000, 0.941),
-    ("eval_questions_symptoms.yaml", None, 0.968, 0.872, 0.000, 0.889),
-    ("eval_questions_symptoms.yaml", 0.2, 0.910, 0.750, 0.000, 0.972),
-    ("eval_questions_fresh.yaml", None, 0.924, 0.733, 0.000, 1.000),
-    ("eval_questions_fresh.yaml", 0.2, 0.886, 0.610, 0.007, 0.933),
-    ("eval_questions_fresh.yaml", 0.3, 0.905, 0.543, 0.000, 0.933),
-    ("eval_callers.yaml", None, 0.967, 0.879, 0.004, 0.966),
-    ("eval_callers.yaml", 0.2, 0.916, 0.762, 0.015, 0.914),
-    ("eval_callers.yaml", 0.3, 0.902, 0.734, 0.011, 0.897),
+    ("eval_questions_symptoms.yaml", None, 0.968, 0.872, 0.000, 0.944),
+    ("eval_questions_symptoms.yaml", 0.2, 0.910, 0.750, 0.000, 0.917),
+    ("eval_questions_hotline.yaml", None, 0.975, 0.870, 0.000, 0.886),
+    ("eval_questions_hotline.yaml", 0.2, 0.929, 0.731, 0.003, 0.886),
+    ("eval_questions_fresh.yaml", None, 0.943, 0.733, 0.000, 1.000),
+    ("eval_questions_fresh.yaml", 0.2, 0.886, 0.610, 0.007, 0.900),
+    ("eval_questions_fresh.yaml", 0.3, 0.905, 0.543, 0.000, 0.967),
+    ("eval_callers.yaml", None, 0.972, 0.879, 0.004, 0.983),
+    ("eval_callers.yaml", 0.2, 0.930, 0.762, 0.015, 0.931),
+    ("eval_callers.yaml", 0.3, 0.897, 0.734, 0.011, 0.931),
 ]
 
 
