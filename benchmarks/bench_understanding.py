@@ -5,8 +5,8 @@ Sets: dev (tests/data/eval_questions.yaml), long and keywords (tests/data/eval_q
 eval_questions_keywords.yaml: long chatty questions and few-word calls) and symptoms
 (eval_questions_symptoms.yaml: callers describing what happens in their own words, regional wording) and hotline
 (eval_questions_hotline.yaml: written from the source page alone, the style of the held-out sets); the matcher was
-calibrated on these five. Fresh (tests/data/eval_questions_fresh.yaml) and callers (tests/data/eval_callers.yaml), never used
-to tune.
+calibrated on these five. Fresh (tests/data/eval_questions_fresh.yaml) and callers (tests/data/eval_callers.yaml),
+never used to tune.
 "clean" is the typed text; 0 % is the same text as the recogniser writes it (lower case, numbers and
 loanwords as Vietnamese syllables) without errors.
 

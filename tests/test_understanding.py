@@ -1,7 +1,7 @@
 """How well callers are understood through recognition errors: the matcher on the labelled sets, clean and
 through the seeded Vosk-style noise channel (seed 0, as `ivr eval --noise` and
-benchmarks/bench_understanding.py print them). The dev sets (eval_questions, _long, _keywords, _symptoms, _hotline) were
-used to calibrate; fresh and callers never.
+benchmarks/bench_understanding.py print them). The dev sets (eval_questions, _long, _keywords, _symptoms,
+_hotline) were used to calibrate; fresh and callers never.
 
 Levels are asserted a little below the measured figures in LEVELS (tolerances in the test) to absorb FAQ edits."""
 
