@@ -188,7 +188,32 @@ def main() -> int:
           f"times); sox 8 k -> 22.05 k resampling for it took {t_sox:.2f} s (not counted above)")
     print(f"times are the median of 3 runs; {dur:.0f} s of audio; ivr.media.dtmf whole file {t_whole:.3f} s, "
           f"streaming {t_stream:.3f} s, multimon-ng {t_mm:.3f} s")
+    per_frame(x)
     return 0
+
+
+def per_frame(mix: np.ndarray) -> None:
+    """What the phone server pays per call and 20 ms frame, by what the caller's side carries: most of a
+    call is silence or line noise, which the receiver's quiet-frame shortcut skips."""
+    rng = np.random.default_rng(0)
+    question = sorted((Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "audio").glob("question_*8k*.wav"))
+    kinds = {"digital silence": np.zeros(RATE * 10, np.int16),
+             "line noise at -60 dBFS": audio.to_int16(rng.standard_normal(RATE * 10) * 10 ** (-60 / 20)),
+             "a recorded caller question": audio.read_audio(question[0], RATE)[0] if question else None,
+             "the mix above (speech, noise, keys)": mix[: RATE * 60]}
+    print("\nstreaming receiver, cost per 20 ms frame (median of 3 runs):")
+    for name, x in kinds.items():
+        if x is None:
+            continue
+        frames = list(audio.frames(x, RATE, audio.FRAME_MS))
+
+        def run(frames=frames):
+            rx = dtmf.DtmfReceiver(RATE)
+            for f in frames:
+                rx.feed(f)
+
+        _, t = _timed(run)
+        print(f"  {name:38} {t / len(frames) * 1e6:6.1f} us")
 
 
 if __name__ == "__main__":

@@ -355,3 +355,61 @@ def test_tone_sounding_at_the_first_sample_is_timed_from_zero(rate):
     ev = detect(generate("5", rate, tone_ms=80, gap_ms=50), rate)
     assert [e.digit for e in ev] == ["5"]
     assert ev[0].start <= 0.002 and abs(ev[0].end - 0.08) <= 0.005
+
+
+# --- the quiet-frame shortcut ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rate", RATES)
+def test_the_quiet_bound_holds_for_any_block(rate):
+    """A tone's power on any bin is at most p_scale * sum(w^2) * sum(x^2) (Cauchy-Schwarz); the worst case, a
+    window-shaped tone on the bin, reaches it. Frames below the bound skip the DFT, so it must never be low."""
+    a = dtmf._analyser(rate, dtmf.DtmfSettings())
+    rng = np.random.default_rng(3)
+    n = np.arange(a.n)
+    w = np.sqrt(a.w2)
+    blocks = [rng.standard_normal(a.n) * s for s in (1e-4, 1e-2, 0.3)]
+    blocks += [w * np.cos(2 * np.pi * f * n / rate + rng.uniform(0, 6)) for f in dtmf._FREQS]  # the tight case
+    blocks += [np.sin(2 * np.pi * f * n / rate) * 0.01 for f in (697.0, 1000.0, 1633.0 * 1.02)]
+    for x in blocks:
+        x = x.astype(np.float32)
+        y = x @ a.basis
+        p = (y[:8] ** 2 + y[8:] ** 2) * a.p_scale
+        bound = a.p_scale * float(a.w2.sum()) * float(np.dot(x, x))
+        assert p.max() <= bound * (1 + 1e-4)
+    assert a.quiet_sum * a.p_scale * float(a.w2.sum()) < 10 ** (-40 / 10) / 2 * a.max_loss  # below the floor
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_quiet_frames_skip_the_analysis(rate, monkeypatch):
+    calls = []
+    real = DtmfReceiver._votes
+    monkeypatch.setattr(DtmfReceiver, "_votes", lambda self, blocks: calls.append(len(blocks)) or real(self, blocks))
+    frame = audio.FRAME_MS * rate // 1000
+    rng = np.random.default_rng(4)
+    quiet = np.concatenate([np.zeros(rate, np.int16), audio.to_int16(rng.standard_normal(rate) * 10 ** (-62 / 20))])
+    rx = DtmfReceiver(rate)
+    for i in range(0, len(quiet), frame):
+        assert rx.feed(quiet[i : i + frame]) == []
+    assert calls == []  # silence and line noise 20 dB under the tone floor: no DFT at all
+    keys = _pad(generate("58", rate, tone_ms=60, gap_ms=60, level_dbfs=-30), rate)
+    got = [e for i in range(0, len(keys), frame) for e in rx.feed(keys[i : i + frame])] + rx.flush()
+    assert digits_of(got) == "58" and calls
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_tones_at_the_level_floor_stream_like_the_whole_file(rate):
+    """Tones around the -40 dBFS floor, streamed frame by frame (quiet frames take the shortcut), give exactly
+    the events of the whole-file analysis (which never takes it)."""
+    rng = np.random.default_rng(5)
+    frame = audio.FRAME_MS * rate // 1000
+    found = 0
+    for level in (-44.0, -42.0, -41.0, -40.5, -39.5, -38.0, -36.0):
+        x = _pad(generate("1D#7", rate, tone_ms=float(rng.uniform(35, 70)), gap_ms=float(rng.uniform(20, 60)),
+                          level_dbfs=level, twist_db=float(rng.uniform(-6, 4))), rate, 90)
+        x = audio.to_int16(audio.to_float(x) + rng.standard_normal(len(x)).astype(np.float32) * 10 ** (-70 / 20))
+        whole = detect(x, rate)
+        rx = DtmfReceiver(rate)
+        streamed = [e for i in range(0, len(x), frame) for e in rx.feed(x[i : i + frame])] + rx.flush()
+        assert streamed == whole, level
+        found += len(whole)
+    assert found > 0  # the louder ones are keys

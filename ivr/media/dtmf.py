@@ -26,6 +26,10 @@ estimated duration reaches ``min_tone_ms`` is a key press: :attr:`DtmfReceiver.p
 once (for barge-in) and a :class:`DtmfEvent` is returned when the tone ends. Tone edges are estimated
 from the first and last voting blocks; they land within a few milliseconds of the true edges.
 
+Quiet audio costs almost nothing: a block's power on any bin is bounded by its energy (Cauchy-Schwarz), so
+a frame too quiet for any of its blocks to reach the tone floor is not analysed (only its last block's DFT is
+kept, the phase reference of the next). Most of a call's frames are silence or line noise.
+
 The receiver runs natively at 8 kHz and 16 kHz; other rates are resampled to 8 kHz (soxr).
 """
 
@@ -103,6 +107,12 @@ class _Analyser:
         # the most power the window can lose on a tone still within the accepted offset (for a cheap pre-screen)
         within = np.abs(self.loss_hz) <= s.max_freq_error * _FREQS.max() + 1
         self.max_loss = float(self.loss_pow[within].min())
+        # A tone's power P on any bin is at most p_scale * sum(w^2) * (the block's sum of x^2) (Cauchy-Schwarz),
+        # and a block votes only with both tones at min_level * max_loss or more: audio whose sum of squares
+        # over all of a frame's blocks is below this cannot vote, and skips the DFT (half the margin for float
+        # rounding). Most of a call's frames are quiet.
+        floor = 10 ** (s.min_level_dbfs / 10) / 2 * self.max_loss
+        self.quiet_sum = 0.5 * floor / (self.p_scale * float(self.w2.sum()))
 
 
 @lru_cache(maxsize=16)
@@ -206,6 +216,13 @@ class DtmfReceiver:
                 break
             m = min(avail, chunk)
             seg = self._buf[first_off : first_off + (m - 1) * a.hop + a.n]
+            if m <= len(a.small_index) and float(np.dot(seg, seg)) < a.quiet_sum:
+                # too quiet for any block to vote: only the last block's DFT is needed (the phase reference)
+                self._prev_y = seg[len(seg) - a.n:] @ a.basis
+                if self._run is not None:
+                    events += self._runs(np.full(m, -1, dtype=np.int64), self._next_block)
+                self._next_block += m
+                continue
             if m <= len(a.small_index):  # a frame or two: a fancy-index gather is cheaper than a strided view
                 blocks = seg[a.small_index[:m]]
             else:
