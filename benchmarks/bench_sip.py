@@ -67,6 +67,34 @@ def free_port(kind=socket.SOCK_DGRAM) -> int:
     return port
 
 
+SO_ATTACH_FILTER = 26
+SKF_AD_PKTTYPE = 0xFFFFF000 + 4  # SKF_AD_OFF + SKF_AD_PKTTYPE: the packet type, as an ancillary load
+
+
+def udp_source_filter(low: int, high: int) -> bytes:
+    """A classic BPF program (struct sock_filter[]) passing only outgoing IPv4 UDP packets whose source port
+    is in [low, high]. The loopback interface carries every packet twice (sent, received) and the callers'
+    packets too; filtering in the kernel keeps the capture from costing the two cores the server runs on."""
+    ld_w, ld_h, ld_b, ld_h_ind, ldx_msh = 0x20, 0x28, 0x30, 0x48, 0xB1
+    jeq, jge, jgt, ret = 0x15, 0x35, 0x25, 0x06
+    # (code, jump if true, jump if false, k); a jump counts instructions from the next one; 10: pass, 11: drop
+    prog = [
+        (ld_w, 0, 0, SKF_AD_PKTTYPE),  # 0
+        (jeq, 0, 9, PACKET_OUTGOING),  # 1
+        (ld_h, 0, 0, 12),  # 2: ethertype
+        (jeq, 0, 7, 0x0800),  # 3: IPv4
+        (ld_b, 0, 0, 14 + 9),  # 4: IP protocol
+        (jeq, 0, 5, 17),  # 5: UDP
+        (ldx_msh, 0, 0, 14),  # 6: X = IP header length
+        (ld_h_ind, 0, 0, 14),  # 7: UDP source port
+        (jge, 0, 2, low),  # 8
+        (jgt, 1, 0, high),  # 9
+        (ret, 0, 0, 0xFFFF),  # 10: pass
+        (ret, 0, 0, 0),  # 11: drop
+    ]
+    return b"".join(struct.pack("HBBI", *ins) for ins in prog)
+
+
 class Capture(threading.Thread):
     """Kernel-timestamped capture of UDP packets from ports [low, high] on the loopback interface."""
 
@@ -74,6 +102,7 @@ class Capture(threading.Thread):
         super().__init__(daemon=True)
         self.low, self.high = low, high
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))  # ETH_P_ALL: outgoing too
+        self._attach_filter(udp_source_filter(low, high))
         self.sock.bind(("lo", 0))
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
@@ -81,6 +110,13 @@ class Capture(threading.Thread):
         self.packets: dict[int, list[float]] = {}  # SSRC -> kernel times
         self.recording = False
         self.stop_flag = False
+
+    def _attach_filter(self, program: bytes) -> None:
+        import ctypes
+
+        self._program = ctypes.create_string_buffer(program)  # kept alive while the socket uses it
+        fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(self._program))
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
     def run(self) -> None:
         while not self.stop_flag:

@@ -18,6 +18,7 @@ answer, which the call log tells). All times are the caller's own monotonic cloc
 from __future__ import annotations
 
 import asyncio
+import bisect
 import random
 import time
 import uuid
@@ -33,6 +34,10 @@ FRAME = 160
 SILENCE = g711.ulaw_encode(np.zeros(FRAME, dtype=np.int16))
 EVENT_PT = 101
 LOUD = 200  # a received frame with a sample above this has sound (PCMU silence decodes to 0)
+# the PCMU bytes that decode to |sample| <= LOUD: a payload has sound when deleting them leaves anything (one
+# C call per packet instead of a decode and a max: the caller process shares the server's two cores)
+_QUIET_BYTES = bytes(int(b) for b in np.flatnonzero(np.abs(g711.ulaw_decode(bytes(range(256))).astype(np.int32))
+                                                     <= LOUD))
 
 
 @dataclass
@@ -62,6 +67,7 @@ class CallResult:
     ivr_bye: bool = False
     error: str | None = None
     rx: list[tuple[float, bool]] = field(default_factory=list)  # (arrival, has sound) of every IVR packet
+    loud: list[float] = field(default_factory=list)  # arrival of every IVR packet with sound, in order
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -112,9 +118,10 @@ class VoiceCaller:
     def _on_rtp(self, data, addr, t):
         if len(data) < 12 or data[1] & 0x7F != 0:
             return
-        loud = bool(np.max(np.abs(g711.ulaw_decode(data[12:]))) > LOUD) if len(data) > 12 else False
+        loud = bool(data[12:].translate(None, _QUIET_BYTES))
         self.result.rx.append((t, loud))
         if loud:
+            self.result.loud.append(t)
             self.last_sound = t
 
     def tick(self) -> None:
@@ -182,13 +189,10 @@ class VoiceCaller:
     def sound_after(self, t: float, gap: float = 0.0) -> float | None:
         """Arrival time of the first IVR packet with sound at or after ``t`` that follows at least ``gap``
         seconds without sound (a new prompt, not the rest of one), or None."""
-        prev = None
-        for a, loud in self.result.rx:
-            if not loud:
-                continue
-            if a >= t and (prev is None or a - prev >= gap):
-                return a
-            prev = a
+        loud = self.result.loud
+        for i in range(bisect.bisect_left(loud, t), len(loud)):
+            if i == 0 or loud[i] - loud[i - 1] >= gap:
+                return loud[i]
         return None
 
     async def _sound_after(self, t: float, gap: float = 0.0) -> float | None:
