@@ -372,3 +372,4 @@ def test_idle_serve_exits_promptly_after_sigterm(serve, capsys):
         print(f"\n`ivr serve` with no call up: exit {took:.2f} s after SIGTERM")
     assert code == 0
     assert took < 5.0, f"took {took:.1f} s (goodbye timeout is 10 s): something of an ended call was waited for"
+    assert "event loop: uvloop" in ivr.stderr_path.read_text()  # a declared dependency: it runs every RTP packet
