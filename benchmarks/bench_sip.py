@@ -95,6 +95,15 @@ def udp_source_filter(low: int, high: int) -> bytes:
     return b"".join(struct.pack("HBBI", *ins) for ins in prog)
 
 
+def attach_filter(sock: socket.socket, program: bytes) -> None:
+    """Attach a classic BPF program to ``sock`` (SO_ATTACH_FILTER; the kernel copies it)."""
+    import ctypes
+
+    buf = ctypes.create_string_buffer(program)
+    fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
 class Capture(threading.Thread):
     """Kernel-timestamped capture of UDP packets from ports [low, high] on the loopback interface."""
 
@@ -102,7 +111,7 @@ class Capture(threading.Thread):
         super().__init__(daemon=True)
         self.low, self.high = low, high
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))  # ETH_P_ALL: outgoing too
-        self._attach_filter(udp_source_filter(low, high))
+        attach_filter(self.sock, udp_source_filter(low, high))
         self.sock.bind(("lo", 0))
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
@@ -110,13 +119,6 @@ class Capture(threading.Thread):
         self.packets: dict[int, list[float]] = {}  # SSRC -> kernel times
         self.recording = False
         self.stop_flag = False
-
-    def _attach_filter(self, program: bytes) -> None:
-        import ctypes
-
-        self._program = ctypes.create_string_buffer(program)  # kept alive while the socket uses it
-        fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(self._program))
-        self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
     def run(self) -> None:
         while not self.stop_flag:
