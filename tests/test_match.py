@@ -6,7 +6,7 @@ import yaml
 
 from ivr.content import config, paths
 from ivr.content.faq import Faq, FaqEntry, Topic, load_faq
-from ivr.language.match import Candidate, Matcher, MatchResult, yes_no
+from ivr.language.match import HINTS, NAMES, Candidate, Matcher, MatchResult, yes_no
 from ivr.language.normalize import normalize
 
 # the word matcher alone (no character n-gram signal): for tests of how its own scores and rules behave
@@ -272,6 +272,40 @@ def test_a_word_only_out_of_scope_phrasings_use_lowers_every_entry(tmp_path):
     assert lowered.faq_id == full.faq_id == 1
     assert lowered.score == pytest.approx(full.score * 0.5, abs=1e-3)
     assert m.scores("quên mật khẩu") == plain.scores("quên mật khẩu")  # no such word: no change
+
+
+def test_an_ordinary_word_one_out_of_scope_phrasing_uses_only_hints_at_another_service(tmp_path):
+    """A word only out-of-scope phrasings use names another service when it is a foreign name ("icloud") or
+    two of them use it ("ngân"): every entry is lowered. A word only one of them uses ("nhà" of "wifi nhà")
+    is that phrasing's wording, which callers say about the FAQ's questions too: it only keeps the wide
+    out-of-scope gap for an answer outright, and lowers nothing."""
+    (tmp_path / "a.yaml").write_text(
+        "topics:\n  - id: t\n    label: T\nentries:\n"
+        "  - {id: 1, topic: t, question: 'Quên mật khẩu?', answer: 'A'}\n"
+        "  - {id: 2, topic: t, question: 'Đổi số điện thoại?', answer: 'B'}\n"
+        "out_of_scope:\n  - label: Khác\n    phrasings: ['lấy lại mật khẩu icloud', 'quên mật khẩu ứng dụng ngân hàng',"
+        " 'thẻ ngân hàng bị nuốt', 'không nhớ pass wifi nhà']\n",
+        encoding="utf-8",
+    )
+    faq = load_faq(tmp_path)
+    settings = {"out_of_scope_word_factor": 0.5, "out_of_scope_floor": 0.0, "out_of_scope_margin": -1.0}
+    m = Matcher(faq, settings)
+    plain = Matcher(faq, {**settings, "out_of_scope_word_factor": 1.0})
+    assert {"icloud", "ngân", "wifi"} <= m.oos_words and "nhà" in m.oos_hint_words and "nhà" not in m.oos_words
+    assert m._naming("quên mật khẩu ở nhà".split(), "quen mat khau o nha".split()) == HINTS
+    assert m._naming("quên mật khẩu ngan hang".split(), "quen mat khau ngan hang".split()) == NAMES
+    assert m.scores("quên mật khẩu ở nhà") == plain.scores("quên mật khẩu ở nhà")
+    assert not m.match("quên mật khẩu ở nhà").names_other_service
+    for named in ("quên mật khẩu ngân hàng", "quên mật khẩu icloud"):
+        lowered, full = m.scores(named)[0], plain.scores(named)[0]
+        assert lowered.score == pytest.approx(full.score * 0.5, abs=1e-3)
+        assert m.match(named).names_other_service
+    # a hint keeps the wide gap: nearly as close to the other service, confirmed rather than answered
+    guarded = Matcher(faq, {"answer_threshold": 0.5, "margin": 0.2, "answer_out_of_scope_gap": 0.2,
+                            "answer_out_of_scope_gap_unnamed": 0.0, "out_of_scope_margin": 0.0})
+    cands = [Candidate(1, 0.7), Candidate(2, 0.1)]
+    assert guarded._decide(cands, 0.6, named=HINTS).decision == "confirm"
+    assert guarded._decide(cands, 0.6, named=0.0).decision == "answer"
 
 
 def test_unknown_words_saturate_with_unknown_cap(faq):
