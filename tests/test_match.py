@@ -255,6 +255,24 @@ def test_plain_questions_near_an_out_of_scope_phrasing_are_still_answered(faq, t
     assert (r.decision, r.faq_id) == ("answer", faq_id), r
 
 
+@pytest.mark.parametrize("text,faq_id", [
+    # the PIN that authenticates a transaction is FAQ 3's PIN, not FAQ 7's "authenticate with a PIN instead"
+    ("tôi quên mã pin xác thực giao dịch rồi", 3),
+    # being logged out on one phone when signing in on another is FAQ 8's one-device rule
+    ("cứ đăng nhập máy mới là máy cũ bị đăng xuất", 8),
+    # a wrong name or date of birth is wrong identity information (FAQ 12)
+    ("sai họ tên trên tài khoản chữ ký số thì sửa thế nào", 12),
+])
+def test_caller_wordings_of_the_faq_reach_their_entry(faq, text, faq_id):
+    r = Matcher(faq).match(text)
+    assert r.decision != "reject" and r.faq_id == faq_id, r
+
+
+def test_another_wallet_of_the_same_company_is_out_of_scope(faq):
+    r = Matcher(faq).match("ứng dụng vnpt money báo lỗi khi đăng nhập")
+    assert (r.decision, r.out_of_scope) == ("reject", True), r
+
+
 def test_a_word_only_out_of_scope_phrasings_use_lowers_every_entry(tmp_path):
     (tmp_path / "a.yaml").write_text(
         "topics:\n  - id: t\n    label: T\nentries:\n"
