@@ -258,6 +258,8 @@ def test_plain_questions_near_an_out_of_scope_phrasing_are_still_answered(faq, t
 @pytest.mark.parametrize("text,faq_id", [
     # the PIN that authenticates a transaction is FAQ 3's PIN, not FAQ 7's "authenticate with a PIN instead"
     ("tôi quên mã pin xác thực giao dịch rồi", 3),
+    # moving to another phone is FAQ 3 (its answer: reactivate the account), not FAQ 2 (reinstalling the app)
+    ("mua máy khác rồi có phải kích hoạt lại tài khoản không", 3),
     # being logged out on one phone when signing in on another is FAQ 8's one-device rule
     ("cứ đăng nhập máy mới là máy cũ bị đăng xuất", 8),
     # a wrong name or date of birth is wrong identity information (FAQ 12)
