@@ -328,6 +328,24 @@ def test_an_ordinary_word_one_out_of_scope_phrasing_uses_only_hints_at_another_s
     assert guarded._decide(cands, 0.6, named=0.0).decision == "answer"
 
 
+def test_a_word_that_only_goes_with_a_foreign_name_is_only_a_hint(tmp_path):
+    """"ca" of "chữ ký số bkav ca" and "viettel ca": two out-of-scope phrasings use it, but both name their
+    service already ("bkav", "viettel"). Left over from a misheard "xì mát ca", it must not lower every entry;
+    "thuế", which two phrasings without a foreign name rely on, does."""
+    (tmp_path / "a.yaml").write_text(
+        "topics:\n  - id: t\n    label: T\nentries:\n"
+        "  - {id: 1, topic: t, question: 'Quên mật khẩu?', answer: 'A'}\n"
+        "  - {id: 2, topic: t, question: 'Đổi số điện thoại?', answer: 'B'}\n"
+        "out_of_scope:\n  - label: Khác\n    phrasings: ['chữ ký số bkav ca', 'số tổng đài viettel ca',"
+        " 'kê khai thuế qua mạng', 'cổng thuế bị lỗi']\n",
+        encoding="utf-8",
+    )
+    m = Matcher(load_faq(tmp_path))
+    assert {"bkav", "viettel", "thuế"} <= m.oos_words
+    assert "ca" in m.oos_hint_words and "ca" not in m.oos_words
+    assert m._naming("quên mật khẩu ca".split(), "quen mat khau ca".split()) == HINTS
+
+
 def test_unknown_words_saturate_with_unknown_cap(faq):
     text = "quên mật khẩu " + " ".join(f"zz{i}" for i in range(12))
     capped = Matcher(faq, {"unknown_cap": 2.0}).scores(text)[0]

@@ -332,9 +332,9 @@ class Matcher:
         self.entry_ids = [e.id for e in faq.entries]
         self.oos_word_factor = float(s["out_of_scope_word_factor"])
         self.oos_floor = float(s["out_of_scope_floor"])
-        # words that only out-of-scope phrasings use. A foreign name or a word several of them use names
-        # another service ("wifi", "zalo", "icloud", "ngân"); a word only one of them uses is that phrasing's
-        # incidental wording ("nhà", "hướng dẫn", "kết nối", "hình"), said by callers about SmartCA too: a hint
+        # words that only out-of-scope phrasings use. A foreign name or a word several of them rely on names
+        # another service ("wifi", "zalo", "icloud", "ngân"); any other is incidental wording ("nhà", "hướng
+        # dẫn", "kết nối", the "ca" of "bkav ca"), said by callers about SmartCA too: a hint
         self.oos_words, self.oos_hint_words = self._naming_terms(self.norm)
         # the same without diacritics, unless the FAQ uses that spelling
         folded_inside = {x for t, o in zip(self.fold.texts, owners, strict=True) if o > 0 for x in t.split()}
@@ -376,16 +376,22 @@ class Matcher:
 
     def _naming_terms(self, corpus: _Corpus) -> tuple[frozenset[str], frozenset[str]]:
         """(names, hints) in ``corpus``'s form: the words only out-of-scope phrasings use that name another
-        service (a foreign name, or a word two or more of those phrasings use), and the rest of them."""
+        service (a foreign name, or a word two or more phrasings without a foreign name use), and the rest."""
         inside = {x for t, o in zip(corpus.texts, self.owners, strict=True) if o > 0
                   for x in corpus.features(t.split()) if " " not in x}
-        uses: dict[str, int] = {}  # how many out-of-scope phrasings use each such word
-        for text, owner in zip(corpus.texts, self.owners, strict=True):
-            if owner < 0:
-                for w in set(text.split()) - inside - corpus.stopwords:
+        outside = [set(t.split()) - inside - corpus.stopwords
+                   for t, o in zip(corpus.texts, self.owners, strict=True) if o < 0]
+        words = set().union(*outside)
+        foreign = {w for w in words if _foreign(w)}
+        # how many out-of-scope phrasings use each such word where no foreign name names the service already
+        # ("ca" of "chữ ký số bkav ca", "hình" of "truyền hình mytv" add nothing to "bkav", "mytv")
+        uses: dict[str, int] = {}
+        for ws in outside:
+            if ws.isdisjoint(foreign):
+                for w in ws:
                     uses[w] = uses.get(w, 0) + 1
-        names = frozenset(w for w, n in uses.items() if n >= 2 or _foreign(w))
-        return names, frozenset(uses) - names
+        names = frozenset(foreign | {w for w, n in uses.items() if n >= 2})
+        return names, frozenset(words - names)
 
     def _naming(self, words: list[str], folded: list[str]) -> float:
         """NAMES when the caller's ``words`` (``folded``: the same without diacritics) name another service,
