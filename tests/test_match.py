@@ -270,8 +270,13 @@ def test_caller_wordings_of_the_faq_reach_their_entry(faq, text, faq_id):
     assert r.decision != "reject" and r.faq_id == faq_id, r
 
 
-def test_another_wallet_of_the_same_company_is_out_of_scope(faq):
-    r = Matcher(faq).match("ứng dụng vnpt money báo lỗi khi đăng nhập")
+@pytest.mark.parametrize("text", [
+    "ứng dụng vnpt money báo lỗi khi đăng nhập",  # the company's e-wallet, not SmartCA
+    "gửi tiết kiệm có kỳ hạn lãi suất thế nào",  # a bank's savings ("kỳ hạn" is not a certificate's "thời hạn")
+    "khiếu nại nhân viên làm việc không tốt",  # a complaint about staff
+])
+def test_other_services_callers_ask_this_line_about_are_out_of_scope(faq, text):
+    r = Matcher(faq).match(text)
     assert (r.decision, r.out_of_scope) == ("reject", True), r
 
 
