@@ -6,7 +6,7 @@ import yaml
 
 from ivr.content import config, paths
 from ivr.content.faq import Faq, FaqEntry, Topic, load_faq
-from ivr.language.match import Candidate, Matcher, MatchResult, yes_no
+from ivr.language.match import HINTS, NAMES, Candidate, Matcher, MatchResult, yes_no
 from ivr.language.normalize import normalize
 
 # the word matcher alone (no character n-gram signal): for tests of how its own scores and rules behave
@@ -255,6 +255,31 @@ def test_plain_questions_near_an_out_of_scope_phrasing_are_still_answered(faq, t
     assert (r.decision, r.faq_id) == ("answer", faq_id), r
 
 
+@pytest.mark.parametrize("text,faq_id", [
+    # the PIN that authenticates a transaction is FAQ 3's PIN, not FAQ 7's "authenticate with a PIN instead"
+    ("tôi quên mã pin xác thực giao dịch rồi", 3),
+    # moving to another phone is FAQ 3 (its answer: reactivate the account), not FAQ 2 (reinstalling the app)
+    ("mua máy khác rồi có phải kích hoạt lại tài khoản không", 3),
+    # being logged out on one phone when signing in on another is FAQ 8's one-device rule
+    ("cứ đăng nhập máy mới là máy cũ bị đăng xuất", 8),
+    # a wrong name or date of birth is wrong identity information (FAQ 12)
+    ("sai họ tên trên tài khoản chữ ký số thì sửa thế nào", 12),
+])
+def test_caller_wordings_of_the_faq_reach_their_entry(faq, text, faq_id):
+    r = Matcher(faq).match(text)
+    assert r.decision != "reject" and r.faq_id == faq_id, r
+
+
+@pytest.mark.parametrize("text", [
+    "ứng dụng vnpt money báo lỗi khi đăng nhập",  # the company's e-wallet, not SmartCA
+    "gửi tiết kiệm có kỳ hạn lãi suất thế nào",  # a bank's savings ("kỳ hạn" is not a certificate's "thời hạn")
+    "khiếu nại nhân viên làm việc không tốt",  # a complaint about staff
+])
+def test_other_services_callers_ask_this_line_about_are_out_of_scope(faq, text):
+    r = Matcher(faq).match(text)
+    assert (r.decision, r.out_of_scope) == ("reject", True), r
+
+
 def test_a_word_only_out_of_scope_phrasings_use_lowers_every_entry(tmp_path):
     (tmp_path / "a.yaml").write_text(
         "topics:\n  - id: t\n    label: T\nentries:\n"
@@ -272,6 +297,58 @@ def test_a_word_only_out_of_scope_phrasings_use_lowers_every_entry(tmp_path):
     assert lowered.faq_id == full.faq_id == 1
     assert lowered.score == pytest.approx(full.score * 0.5, abs=1e-3)
     assert m.scores("quên mật khẩu") == plain.scores("quên mật khẩu")  # no such word: no change
+
+
+def test_an_ordinary_word_one_out_of_scope_phrasing_uses_only_hints_at_another_service(tmp_path):
+    """A word only out-of-scope phrasings use names another service when it is a foreign name ("icloud") or
+    two of them use it ("ngân"): every entry is lowered. A word only one of them uses ("nhà" of "wifi nhà")
+    is that phrasing's wording, which callers say about the FAQ's questions too: it only keeps the wide
+    out-of-scope gap for an answer outright, and lowers nothing."""
+    (tmp_path / "a.yaml").write_text(
+        "topics:\n  - id: t\n    label: T\nentries:\n"
+        "  - {id: 1, topic: t, question: 'Quên mật khẩu?', answer: 'A'}\n"
+        "  - {id: 2, topic: t, question: 'Đổi số điện thoại?', answer: 'B'}\n"
+        "out_of_scope:\n  - label: Khác\n    phrasings: ['lấy lại mật khẩu icloud', 'quên mật khẩu ứng dụng ngân hàng',"
+        " 'thẻ ngân hàng bị nuốt', 'không nhớ pass wifi nhà']\n",
+        encoding="utf-8",
+    )
+    faq = load_faq(tmp_path)
+    settings = {"out_of_scope_word_factor": 0.5, "out_of_scope_floor": 0.0, "out_of_scope_margin": -1.0}
+    m = Matcher(faq, settings)
+    plain = Matcher(faq, {**settings, "out_of_scope_word_factor": 1.0})
+    assert {"icloud", "ngân", "wifi"} <= m.oos_words and "nhà" in m.oos_hint_words and "nhà" not in m.oos_words
+    assert m._naming("quên mật khẩu ở nhà".split(), "quen mat khau o nha".split()) == HINTS
+    assert m._naming("quên mật khẩu ngan hang".split(), "quen mat khau ngan hang".split()) == NAMES
+    assert m.scores("quên mật khẩu ở nhà") == plain.scores("quên mật khẩu ở nhà")
+    assert not m.match("quên mật khẩu ở nhà").names_other_service
+    for named in ("quên mật khẩu ngân hàng", "quên mật khẩu icloud"):
+        lowered, full = m.scores(named)[0], plain.scores(named)[0]
+        assert lowered.score == pytest.approx(full.score * 0.5, abs=1e-3)
+        assert m.match(named).names_other_service
+    # a hint keeps the wide gap: nearly as close to the other service, confirmed rather than answered
+    guarded = Matcher(faq, {"answer_threshold": 0.5, "margin": 0.2, "answer_out_of_scope_gap": 0.2,
+                            "answer_out_of_scope_gap_unnamed": 0.0, "out_of_scope_margin": 0.0})
+    cands = [Candidate(1, 0.7), Candidate(2, 0.1)]
+    assert guarded._decide(cands, 0.6, named=HINTS).decision == "confirm"
+    assert guarded._decide(cands, 0.6, named=0.0).decision == "answer"
+
+
+def test_a_word_that_only_goes_with_a_foreign_name_is_only_a_hint(tmp_path):
+    """"ca" of "chữ ký số bkav ca" and "viettel ca": two out-of-scope phrasings use it, but both name their
+    service already ("bkav", "viettel"). Left over from a misheard "xì mát ca", it must not lower every entry;
+    "thuế", which two phrasings without a foreign name rely on, does."""
+    (tmp_path / "a.yaml").write_text(
+        "topics:\n  - id: t\n    label: T\nentries:\n"
+        "  - {id: 1, topic: t, question: 'Quên mật khẩu?', answer: 'A'}\n"
+        "  - {id: 2, topic: t, question: 'Đổi số điện thoại?', answer: 'B'}\n"
+        "out_of_scope:\n  - label: Khác\n    phrasings: ['chữ ký số bkav ca', 'số tổng đài viettel ca',"
+        " 'kê khai thuế qua mạng', 'cổng thuế bị lỗi']\n",
+        encoding="utf-8",
+    )
+    m = Matcher(load_faq(tmp_path))
+    assert {"bkav", "viettel", "thuế"} <= m.oos_words
+    assert "ca" in m.oos_hint_words and "ca" not in m.oos_words
+    assert m._naming("quên mật khẩu ca".split(), "quen mat khau ca".split()) == HINTS
 
 
 def test_unknown_words_saturate_with_unknown_cap(faq):

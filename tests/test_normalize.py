@@ -253,3 +253,11 @@ def test_ordinary_phrases_that_sound_like_a_spelling_stay():
     assert normalize("vì mất điện thoại") == "vì mất thiết bị"
     assert normalize("về mặt kỹ thuật") == "về mặt kỹ thuật"
     assert normalize("vê mát") == normalize("vi mát") == "vsmart"  # as the recogniser writes the brand
+
+
+def test_sim_spelled_with_x_is_the_sim_card_but_not_smartca():
+    # s/x is the commonest confusion of a recogniser or a southern accent: "xim" is the SIM card (a word only
+    # out-of-scope phrasings use), while "xim mát ca" is still SmartCA
+    assert normalize("kích hoạt xim mới") == normalize("kích hoạt sim mới") == "kích hoạt sim mới"
+    assert normalize("mất xim card") == "mất sim"
+    assert normalize("xim mát ca bị lỗi") == "smartca bị lỗi"

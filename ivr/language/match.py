@@ -39,6 +39,14 @@ from ivr.language.phonetic import keys as sound_keys
 
 Decision = Literal["answer", "confirm", "reject"]
 
+# How strongly a caller's words point to another service (the ``named`` of the decision): NAMES, a word that
+# names one ("wifi", "ngân"): every entry's score takes out_of_scope_word_factor and an answer outright needs
+# the wide out-of-scope gaps; HINTS, an ordinary word only one out-of-scope phrasing happens to use ("nhà",
+# "hướng dẫn"): only the wide gaps (a wrong answer read out is the costliest mistake, while lowering every
+# entry for "hướng dẫn" or "kết nối" rejects callers asking about SmartCA). True is NAMES.
+NAMES = 1.0
+HINTS = 0.5
+
 # Words that say nothing about which question is asked: pronouns, particles, auxiliaries. They are left out of
 # the weighted overlap entirely (a caller's "em", "thì", "rồi" is neither evidence for nor against an entry).
 STOPWORDS = frozenset(
@@ -143,6 +151,15 @@ def check_settings(settings: dict, source: str = "config/match.yaml") -> dict:
     return merged
 
 
+# a Vietnamese syllable (marks stripped): onset, vowels, final consonant
+_SYLLABLE_RE = re.compile(r"(?:ngh|ng|nh|ch|gh|gi|kh|ph|qu|th|tr|[bcdghklmnprstvx])?[aeiouy]{1,3}(?:ch|ng|nh|[cmnpt])?")
+
+
+def _foreign(word: str) -> bool:
+    """True for a word not spelled as a Vietnamese syllable ("icloud", "wifi", "fpt"): a name."""
+    return word.isalpha() and not _SYLLABLE_RE.fullmatch(strip_marks(word))
+
+
 @dataclass(frozen=True)
 class Candidate:
     faq_id: int
@@ -157,7 +174,7 @@ class MatchResult:
     candidates: list[Candidate] = field(default_factory=list)
     out_of_scope: bool = False  # rejected because the question is closer to what the line does not handle
     out_of_scope_score: float = 0.0  # best score of an out-of-scope phrasing
-    names_other_service: bool = False  # the caller used a word only out-of-scope phrasings use ("wifi", "token")
+    names_other_service: bool = False  # the caller named another service ("wifi", "token", "ngân hàng": NAMES)
 
 
 class _Corpus:
@@ -315,9 +332,15 @@ class Matcher:
         self.entry_ids = [e.id for e in faq.entries]
         self.oos_word_factor = float(s["out_of_scope_word_factor"])
         self.oos_floor = float(s["out_of_scope_floor"])
-        # words that only out-of-scope phrasings use ("wifi", "token", "ngân hàng"): naming one is a sign
-        self.oos_words = self._only_out_of_scope(self.norm)
-        self.oos_folded_words = self._only_out_of_scope(self.fold)
+        # words that only out-of-scope phrasings use. A foreign name or a word several of them rely on names
+        # another service ("wifi", "zalo", "icloud", "ngân"); any other is incidental wording ("nhà", "hướng
+        # dẫn", "kết nối", the "ca" of "bkav ca"), said by callers about SmartCA too: a hint
+        self.oos_words, self.oos_hint_words = self._naming_terms(self.norm)
+        # the same without diacritics, unless the FAQ uses that spelling
+        folded_inside = {x for t, o in zip(self.fold.texts, owners, strict=True) if o > 0 for x in t.split()}
+        self.oos_folded_words = frozenset(f for w in self.oos_words if (f := strip_marks(w)) not in folded_inside)
+        self.oos_folded_hint_words = frozenset(
+            f for w in self.oos_hint_words if (f := strip_marks(w)) not in folded_inside) - self.oos_folded_words
         # the second signal: character n-grams of the diacritic-free form (forgives the marks a recogniser
         # gets wrong, and a wrong letter keeps the rest of its word's n-grams)
         self.ngram: NgramIndex | None = None
@@ -351,13 +374,33 @@ class Matcher:
         self.ngram_oos_gap_unnamed = float(s["ngram_out_of_scope_gap_unnamed"])
         self.oos_ngram_share = float(s["out_of_scope_ngram_share"])
 
-    def _only_out_of_scope(self, corpus: _Corpus) -> frozenset[str]:
-        inside: set[str] = set()
-        outside: set[str] = set()
-        for text, owner in zip(corpus.texts, self.owners, strict=True):
-            words = [x for x in corpus.features(text.split()) if " " not in x]
-            (inside if owner > 0 else outside).update(words)
-        return frozenset(outside - inside)
+    def _naming_terms(self, corpus: _Corpus) -> tuple[frozenset[str], frozenset[str]]:
+        """(names, hints) in ``corpus``'s form: the words only out-of-scope phrasings use that name another
+        service (a foreign name, or a word two or more phrasings without a foreign name use), and the rest."""
+        inside = {x for t, o in zip(corpus.texts, self.owners, strict=True) if o > 0
+                  for x in corpus.features(t.split()) if " " not in x}
+        outside = [set(t.split()) - inside - corpus.stopwords
+                   for t, o in zip(corpus.texts, self.owners, strict=True) if o < 0]
+        words = set().union(*outside)
+        foreign = {w for w in words if _foreign(w)}
+        # how many out-of-scope phrasings use each such word where no foreign name names the service already
+        # ("ca" of "chữ ký số bkav ca", "hình" of "truyền hình mytv" add nothing to "bkav", "mytv")
+        uses: dict[str, int] = {}
+        for ws in outside:
+            if ws.isdisjoint(foreign):
+                for w in ws:
+                    uses[w] = uses.get(w, 0) + 1
+        names = frozenset(foreign | {w for w, n in uses.items() if n >= 2})
+        return names, frozenset(words - names)
+
+    def _naming(self, words: list[str], folded: list[str]) -> float:
+        """NAMES when the caller's ``words`` (``folded``: the same without diacritics) name another service,
+        HINTS when they only use another word that only out-of-scope phrasings use, else 0."""
+        if not self.oos_words.isdisjoint(words) or not self.oos_folded_words.isdisjoint(folded):
+            return NAMES
+        if not self.oos_hint_words.isdisjoint(words) or not self.oos_folded_hint_words.isdisjoint(folded):
+            return HINTS
+        return 0.0
 
     # -- scoring -----------------------------------------------------------------------------------------
 
@@ -426,9 +469,10 @@ class Matcher:
         return out
 
     def _owner_scores(self, text: str, word_conf: list[float] | None = None,
-                      norm: str | None = None) -> tuple[dict[int, float], bool]:
-        """Best phrasing score per owner (entry id, or a negative id for an out-of-scope group), and whether the
-        caller used a word that only out-of-scope phrasings use. ``norm``: ``normalize(text)``, when known."""
+                      norm: str | None = None) -> tuple[dict[int, float], float]:
+        """Best phrasing score per owner (entry id, or a negative id for an out-of-scope group), and how strongly
+        the caller's words point to another service (NAMES, HINTS or 0). ``norm``: ``normalize(text)``, when
+        known."""
         norm = normalize(text) if norm is None else norm
         if not norm:
             return {}, False
@@ -463,9 +507,9 @@ class Matcher:
             o = owners[i]
             if v > best.get(o, 0.0):
                 best[o] = v
-        named = (not self.oos_words.isdisjoint(norm.split())
-                 or not self.oos_folded_words.isdisjoint(folded_text.split()))
-        if named and self.oos_word_factor < 1.0 and max((v for o, v in best.items() if o < 0), default=0.0) >= self.oos_floor:
+        named = self._naming(norm.split(), folded_text.split())
+        top_oos = max((v for o, v in best.items() if o < 0), default=0.0)
+        if named >= NAMES and self.oos_word_factor < 1.0 and top_oos >= self.oos_floor:
             best = {o: (v * self.oos_word_factor if o > 0 else v) for o, v in best.items()}
         return best, named
 
@@ -504,7 +548,7 @@ class Matcher:
             best = self._blend(best, self._ngram_scores(text))
         return self._ranked(best)[0]
 
-    def _judge(self, best: dict[int, float], named: bool, second: dict[int, float]) -> MatchResult:
+    def _judge(self, best: dict[int, float], named: float, second: dict[int, float]) -> MatchResult:
         """Decide on the word matcher's owner scores ``best`` and the n-gram cosines ``second``.
 
         Out of scope is the word matcher's judgement (it knows which words name other services); the blend of
@@ -526,7 +570,7 @@ class Matcher:
         top_in, top_out = self._out_of_scope_contest(top.score, oos, best, second, named)
         if top_out > 0 and top_out >= top_in - self.oos_margin:
             return MatchResult("reject", None, top.score, cands, out_of_scope=True, out_of_scope_score=oos,
-                               names_other_service=named)
+                               names_other_service=named >= NAMES)
         agree = second_top == top.faq_id == blended[0].faq_id
         # "quên mật khẩu" shares most of its n-grams with "quên mật khẩu zalo": the n-gram's out-of-scope
         # veto is wide when the caller names another service, narrow (or off) otherwise
@@ -534,10 +578,10 @@ class Matcher:
         sure = (agree or not self.needs_agreement) and inside.get(second_top, 0.0) - second_oos >= gap
         own = best.get(blended[0].faq_id, 0.0)
         result = self._decide_in_scope(blended, blended_oos, named, sure=sure, agree=agree, own_score=own)
-        return dataclasses.replace(result, names_other_service=named) if named else result
+        return dataclasses.replace(result, names_other_service=True) if named >= NAMES else result
 
     def _out_of_scope_contest(self, top: float, oos: float, best: dict[int, float], second: dict[int, float],
-                              named: bool) -> tuple[float, float]:
+                              named: float) -> tuple[float, float]:
         """(best entry, best out-of-scope group) as the out-of-scope decision weighs them: the word matcher's
         scores ``best`` (``top``, ``oos``) mixed with the n-gram cosines ``second`` at
         ``out_of_scope_ngram_share``."""
@@ -545,24 +589,24 @@ class Matcher:
         if w <= 0 or not second:
             return top, oos
         # the word matcher's scores already carry the factor (Matcher._owner_scores)
-        f = self.oos_word_factor if named and oos >= self.oos_floor else 1.0
+        f = self.oos_word_factor if named >= NAMES and oos >= self.oos_floor else 1.0
         top_in = max((v ** (1 - w) * (f * second.get(o, 0.0)) ** w for o, v in best.items() if o > 0), default=0.0)
         top_out = max((v ** (1 - w) * second.get(o, 0.0) ** w for o, v in best.items() if o < 0), default=0.0)
         return top_in, top_out
 
-    def _decide(self, candidates: list[Candidate], oos: float, named: bool = True) -> MatchResult:
-        """``named``: the caller used a word only out-of-scope phrasings use."""
+    def _decide(self, candidates: list[Candidate], oos: float, named: float = NAMES) -> MatchResult:
+        """``named``: how strongly the caller's words point to another service (NAMES, HINTS or 0)."""
         if not candidates:
             return MatchResult("reject", None, 0.0, [], out_of_scope=oos > 0, out_of_scope_score=oos,
-                               names_other_service=named)
+                               names_other_service=named >= NAMES)
         top = candidates[0]
         if oos > 0 and oos >= top.score - self.oos_margin:
             return MatchResult("reject", None, top.score, candidates, out_of_scope=True, out_of_scope_score=oos,
-                               names_other_service=named)
+                               names_other_service=named >= NAMES)
         result = self._decide_in_scope(candidates, oos, named)
-        return dataclasses.replace(result, names_other_service=named) if named else result
+        return dataclasses.replace(result, names_other_service=True) if named >= NAMES else result
 
-    def _decide_in_scope(self, candidates: list[Candidate], oos: float, named: bool, sure: bool = True,
+    def _decide_in_scope(self, candidates: list[Candidate], oos: float, named: float, sure: bool = True,
                          agree: bool = False, own_score: float | None = None) -> MatchResult:
         """``sure``: nothing the second signal says vetoes an answer outright; ``agree``: both signals rank
         the top candidate first (it may be answered at ``agree_answer_threshold`` / ``agree_margin``).
@@ -601,10 +645,10 @@ class Matcher:
         ``doubtful_word_conf`` may be read as a known word one letter away."""
         try:
             norm = normalize(text) if isinstance(text, str) else ""
-            best, named = self._owner_scores(text, word_conf, norm) if norm else ({}, False)
+            best, named = self._owner_scores(text, word_conf, norm) if norm else ({}, 0.0)
             second = self._ngram_scores(text, norm) if best and self.ngram is not None else {}
         except (ValueError, TypeError):
-            best, named, second = {}, False, {}
+            best, named, second = {}, 0.0, {}
         return self._judge(best, named, second)
 
     def match_nbest(self, hypotheses: list[tuple[str, float]]) -> MatchResult:
@@ -623,20 +667,21 @@ class Matcher:
             return self.match(hyps[0][0])
         combined: dict[int, float] = {}
         combined_second: dict[int, float] = {}
-        named_weight = 0.0
+        named = 0.0  # the strongest naming of a hypothesis with weight
         for text, w in hyps:
             try:
                 norm = normalize(text)
-                best, named = self._owner_scores(text, norm=norm)
+                best, naming = self._owner_scores(text, norm=norm)
                 second = self._ngram_scores(text, norm) if self.ngram is not None else {}
             except (ValueError, TypeError):
-                best, named, second = {}, False, {}
-            named_weight += w * named
+                best, naming, second = {}, 0.0, {}
+            if w > 0:
+                named = max(named, naming)
             for o, v in best.items():
                 combined[o] = combined.get(o, 0.0) + v * w / total
             for o, v in second.items():
                 combined_second[o] = combined_second.get(o, 0.0) + v * w / total
-        return self._judge(combined, named_weight > 0, combined_second)
+        return self._judge(combined, named, combined_second)
 
 
 # -- yes / no for confirmations ---------------------------------------------------------------------------
