@@ -15,21 +15,21 @@ DATA = paths.home() / "tests" / "data"
 
 # set, noise (None = typed text): measured top-1, answered-right, wrong-outright, out-of-scope rejected
 LEVELS = [
-    ("eval_questions.yaml", None, 0.992, 0.941, 0.006, 0.977),
-    ("eval_questions.yaml", 0.2, 0.983, 0.866, 0.006, 0.955),
-    ("eval_questions_long.yaml", None, 1.000, 0.859, 0.000, 1.000),
-    ("eval_questions_long.yaml", 0.2, 1.000, 0.775, 0.000, 0.960),
+    ("eval_questions.yaml", None, 1.000, 0.933, 0.000, 1.000),
+    ("eval_questions.yaml", 0.2, 1.000, 0.857, 0.000, 0.977),
+    ("eval_questions_long.yaml", None, 1.000, 0.873, 0.000, 1.000),
+    ("eval_questions_long.yaml", 0.2, 1.000, 0.761, 0.000, 0.920),
     ("eval_questions_keywords.yaml", 0.2, 0.973, 0.919, 0.000, 0.941),
-    ("eval_questions_symptoms.yaml", None, 0.968, 0.872, 0.000, 0.944),
-    ("eval_questions_symptoms.yaml", 0.2, 0.910, 0.750, 0.000, 0.917),
-    ("eval_questions_hotline.yaml", None, 0.975, 0.870, 0.000, 0.886),
-    ("eval_questions_hotline.yaml", 0.2, 0.929, 0.731, 0.003, 0.886),
-    ("eval_questions_fresh.yaml", None, 0.943, 0.733, 0.000, 1.000),
-    ("eval_questions_fresh.yaml", 0.2, 0.886, 0.610, 0.007, 0.900),
-    ("eval_questions_fresh.yaml", 0.3, 0.905, 0.543, 0.000, 0.967),
+    ("eval_questions_symptoms.yaml", None, 0.987, 0.891, 0.000, 0.972),
+    ("eval_questions_symptoms.yaml", 0.2, 0.929, 0.776, 0.000, 0.889),
+    ("eval_questions_hotline.yaml", None, 0.992, 0.874, 0.000, 0.914),
+    ("eval_questions_hotline.yaml", 0.2, 0.950, 0.739, 0.003, 0.900),
+    ("eval_questions_fresh.yaml", None, 0.962, 0.733, 0.000, 1.000),
+    ("eval_questions_fresh.yaml", 0.2, 0.952, 0.590, 0.007, 0.867),
+    ("eval_questions_fresh.yaml", 0.3, 0.943, 0.562, 0.000, 0.967),
     ("eval_callers.yaml", None, 0.972, 0.879, 0.004, 0.983),
-    ("eval_callers.yaml", 0.2, 0.930, 0.762, 0.015, 0.931),
-    ("eval_callers.yaml", 0.3, 0.897, 0.734, 0.011, 0.931),
+    ("eval_callers.yaml", 0.2, 0.925, 0.766, 0.015, 0.914),
+    ("eval_callers.yaml", 0.3, 0.911, 0.734, 0.011, 0.897),
 ]
 
 
