@@ -58,14 +58,19 @@ def test_reply_search_matches_a_scan_of_every_packet():
             assert caller.sound_after(at, gap) == _scan(caller.result.rx, at, gap)
 
 
+def udp() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
+def rtp(seq: int, ssrc: int) -> bytes:
+    return b"\x80\x00" + struct.pack("!HII", seq, 0, ssrc) + bytes(160)
+
+
 def test_capture_filter_passes_only_what_the_port_range_sends():
     """The BPF program alone, on a raw socket of its own: the kernel hands over only the outgoing copies of
     the packets sent from the port range (not their received copies, not other ports' packets)."""
-    def udp():
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        return s
-
     server, caller, other = udp(), udp(), udp()
     port = server.getsockname()[1]
     try:
@@ -77,9 +82,9 @@ def test_capture_filter_passes_only_what_the_port_range_sends():
     raw.settimeout(0.5)
     try:
         for i in range(30):
-            server.sendto(b"\x80\x00" + struct.pack("!HII", i, 0, 1111) + bytes(160), caller.getsockname())
-            other.sendto(b"\x80\x00" + struct.pack("!HII", i, 0, 2222) + bytes(160), server.getsockname())
-            caller.sendto(b"\x80\x00" + struct.pack("!HII", i, 0, 3333) + bytes(160), other.getsockname())
+            server.sendto(rtp(i, 1111), caller.getsockname())
+            other.sendto(rtp(i, 2222), server.getsockname())
+            caller.sendto(rtp(i, 3333), other.getsockname())
         got = []
         while True:
             try:
@@ -94,11 +99,6 @@ def test_capture_filter_passes_only_what_the_port_range_sends():
 
 
 def test_capture_times_each_packet_the_range_sends_once():
-    def udp():
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        return s
-
     server, caller, other = udp(), udp(), udp()
     port = server.getsockname()[1]
     try:
@@ -110,8 +110,8 @@ def test_capture_times_each_packet_the_range_sends_once():
     time.sleep(0.2)
     try:
         for i in range(30):
-            server.sendto(b"\x80\x00" + struct.pack("!HII", i, 0, 1111) + bytes(160), caller.getsockname())
-            other.sendto(b"\x80\x00" + struct.pack("!HII", i, 0, 2222) + bytes(160), server.getsockname())
+            server.sendto(rtp(i, 1111), caller.getsockname())
+            other.sendto(rtp(i, 2222), server.getsockname())
         end = time.monotonic() + 5
         while len(cap.packets.get(1111, [])) < 30 and time.monotonic() < end:
             time.sleep(0.05)
