@@ -475,7 +475,7 @@ class Matcher:
         known."""
         norm = normalize(text) if norm is None else norm
         if not norm:
-            return {}, False
+            return {}, 0.0
         doubtful: frozenset[int] = frozenset()
         if word_conf and self.doubtful_conf > 0 and len(word_conf) == len(norm.split()):
             doubtful = frozenset(i for i, c in enumerate(word_conf) if c < self.doubtful_conf)
