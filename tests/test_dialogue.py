@@ -832,6 +832,10 @@ def test_settings_file_loads():
 @pytest.mark.parametrize("data, field", [
     ({"timeout": "soon"}, "timeout"),
     ({"timeout": 0}, "timeout"),
+    ({"timeout": float("inf")}, "timeout"),  # YAML's .inf: a caller waiting forever in silence
+    ({"timeout": 3600}, "timeout"),
+    ({"inter_digit_timeout": float("inf")}, "inter_digit_timeout"),
+    ({"inter_digit_timeout": float("nan")}, "inter_digit_timeout"),
     ({"max_failures": 0}, "max_failures"),
     ({"on_max_failures": "hang"}, "on_max_failures"),
     ({"after_answer_keys": {"repeat": "*"}}, "after_answer_keys.repeat"),

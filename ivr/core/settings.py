@@ -11,6 +11,10 @@ from ivr.errors import IvrError
 END_CHOICES = ("goodbye", "operator")
 
 
+MAX_TIMEOUT_S = 120.0  # no-input wait after a prompt
+MAX_INTER_DIGIT_S = 30.0  # wait between the keys of a multi-key entry
+
+
 @dataclass(frozen=True)
 class DialogueSettings:
     """``config/dialogue.yaml`` (see its comments)."""
@@ -89,9 +93,14 @@ class DialogueSettings:
         def bad(name: str, why: str, fix: str) -> IvrError:
             return IvrError(f"{source}: {name} {why}", fix)
 
-        for name in ("timeout", "inter_digit_timeout"):
-            if not getattr(self, name) > 0:
+        # a caller left waiting longer than these hears nothing: an infinite or huge wait is a silent stall
+        for name, most in (("timeout", MAX_TIMEOUT_S), ("inter_digit_timeout", MAX_INTER_DIGIT_S)):
+            value = getattr(self, name)
+            if not value > 0:
                 raise bad(name, "must be more than 0 seconds", f"set {name} to a number of seconds, e.g. 5")
+            if not value <= most:
+                raise bad(name, f"is {value} seconds: a caller would wait that long in silence",
+                          f"set {name} to at most {most:g} seconds")
         for name in ("max_failures", "max_timeouts", "digit_max"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1", f"set {name} to 1 or more")
