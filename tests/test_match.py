@@ -151,14 +151,30 @@ def test_a_long_chatty_question_is_scored_by_its_best_matching_content(faq):
     assert capped.match(unrelated).decision == "reject"
 
 
+TWO_ENTRIES = (
+    "topics:\n  - id: t\n    label: T\nentries:\n"
+    "  - {id: 1, topic: t, question: 'Quên mật khẩu?', answer: 'A'}\n"
+    "  - {id: 2, topic: t, question: 'Đổi số điện thoại?', answer: 'B'}\n"
+)
+
+
+def _two_entries_and(tmp_path, phrasings: list[str], label: str = "Khác"):
+    """The two-entry FAQ of the out-of-scope tests, with one out-of-scope group of ``phrasings``."""
+    quoted = ", ".join(f"'{p}'" for p in phrasings)
+    (tmp_path / "a.yaml").write_text(
+        TWO_ENTRIES + f"out_of_scope:\n  - label: {label}\n    phrasings: [{quoted}]\n", encoding="utf-8")
+    return load_faq(tmp_path)
+
+
+def _halving_and_plain(faq) -> tuple[Matcher, Matcher]:
+    """A matcher where naming another service halves every entry's score, and the same without the factor."""
+    settings = {"out_of_scope_word_factor": 0.5, "out_of_scope_floor": 0.0, "out_of_scope_margin": -1.0}
+    return Matcher(faq, settings), Matcher(faq, {**settings, "out_of_scope_word_factor": 1.0})
+
+
 def test_out_of_scope_phrasings_reject_what_the_line_does_not_handle(tmp_path):
     """Out-of-scope groups are data in faq/: a question closer to them than to any entry is rejected."""
-    (tmp_path / "a.yaml").write_text(
-        "topics:\n  - id: t\n    label: T\nentries:\n"
-        "  - {id: 1, topic: t, question: 'Quên mật khẩu?', answer: 'A'}\n"
-        "  - {id: 2, topic: t, question: 'Đổi số điện thoại?', answer: 'B'}\n",
-        encoding="utf-8",
-    )
+    (tmp_path / "a.yaml").write_text(TWO_ENTRIES, encoding="utf-8")
     plain = Matcher(load_faq(tmp_path))
     (tmp_path / "b.yaml").write_text(
         "out_of_scope:\n  - label: Wifi\n    phrasings: ['mật khẩu wifi nhà', 'wifi không vào được']\n",
@@ -281,17 +297,7 @@ def test_other_services_callers_ask_this_line_about_are_out_of_scope(faq, text):
 
 
 def test_a_word_only_out_of_scope_phrasings_use_lowers_every_entry(tmp_path):
-    (tmp_path / "a.yaml").write_text(
-        "topics:\n  - id: t\n    label: T\nentries:\n"
-        "  - {id: 1, topic: t, question: 'Quên mật khẩu?', answer: 'A'}\n"
-        "  - {id: 2, topic: t, question: 'Đổi số điện thoại?', answer: 'B'}\n"
-        "out_of_scope:\n  - label: Facebook\n    phrasings: ['lấy lại tài khoản facebook']\n",
-        encoding="utf-8",
-    )
-    faq = load_faq(tmp_path)
-    settings = {"out_of_scope_word_factor": 0.5, "out_of_scope_floor": 0.0, "out_of_scope_margin": -1.0}
-    m = Matcher(faq, settings)
-    plain = Matcher(faq, {**settings, "out_of_scope_word_factor": 1.0})
+    m, plain = _halving_and_plain(_two_entries_and(tmp_path, ["lấy lại tài khoản facebook"], label="Facebook"))
     assert "facebook" in m.oos_words and "mật" not in m.oos_words
     lowered, full = m.scores("quên mật khẩu facebook")[0], plain.scores("quên mật khẩu facebook")[0]
     assert lowered.faq_id == full.faq_id == 1
@@ -304,18 +310,9 @@ def test_an_ordinary_word_one_out_of_scope_phrasing_uses_only_hints_at_another_s
     two of them use it ("ngân"): every entry is lowered. A word only one of them uses ("nhà" of "wifi nhà")
     is that phrasing's wording, which callers say about the FAQ's questions too: it only keeps the wide
     out-of-scope gap for an answer outright, and lowers nothing."""
-    (tmp_path / "a.yaml").write_text(
-        "topics:\n  - id: t\n    label: T\nentries:\n"
-        "  - {id: 1, topic: t, question: 'Quên mật khẩu?', answer: 'A'}\n"
-        "  - {id: 2, topic: t, question: 'Đổi số điện thoại?', answer: 'B'}\n"
-        "out_of_scope:\n  - label: Khác\n    phrasings: ['lấy lại mật khẩu icloud', 'quên mật khẩu ứng dụng ngân hàng',"
-        " 'thẻ ngân hàng bị nuốt', 'không nhớ pass wifi nhà']\n",
-        encoding="utf-8",
-    )
-    faq = load_faq(tmp_path)
-    settings = {"out_of_scope_word_factor": 0.5, "out_of_scope_floor": 0.0, "out_of_scope_margin": -1.0}
-    m = Matcher(faq, settings)
-    plain = Matcher(faq, {**settings, "out_of_scope_word_factor": 1.0})
+    faq = _two_entries_and(tmp_path, ["lấy lại mật khẩu icloud", "quên mật khẩu ứng dụng ngân hàng",
+                                      "thẻ ngân hàng bị nuốt", "không nhớ pass wifi nhà"])
+    m, plain = _halving_and_plain(faq)
     assert {"icloud", "ngân", "wifi"} <= m.oos_words and "nhà" in m.oos_hint_words and "nhà" not in m.oos_words
     assert m._naming("quên mật khẩu ở nhà".split(), "quen mat khau o nha".split()) == HINTS
     assert m._naming("quên mật khẩu ngan hang".split(), "quen mat khau ngan hang".split()) == NAMES
@@ -337,15 +334,8 @@ def test_a_word_that_only_goes_with_a_foreign_name_is_only_a_hint(tmp_path):
     """"ca" of "chữ ký số bkav ca" and "viettel ca": two out-of-scope phrasings use it, but both name their
     service already ("bkav", "viettel"). Left over from a misheard "xì mát ca", it must not lower every entry;
     "thuế", which two phrasings without a foreign name rely on, does."""
-    (tmp_path / "a.yaml").write_text(
-        "topics:\n  - id: t\n    label: T\nentries:\n"
-        "  - {id: 1, topic: t, question: 'Quên mật khẩu?', answer: 'A'}\n"
-        "  - {id: 2, topic: t, question: 'Đổi số điện thoại?', answer: 'B'}\n"
-        "out_of_scope:\n  - label: Khác\n    phrasings: ['chữ ký số bkav ca', 'số tổng đài viettel ca',"
-        " 'kê khai thuế qua mạng', 'cổng thuế bị lỗi']\n",
-        encoding="utf-8",
-    )
-    m = Matcher(load_faq(tmp_path))
+    m = Matcher(_two_entries_and(tmp_path, ["chữ ký số bkav ca", "số tổng đài viettel ca", "kê khai thuế qua mạng",
+                                            "cổng thuế bị lỗi"]))
     assert {"bkav", "viettel", "thuế"} <= m.oos_words
     assert "ca" in m.oos_hint_words and "ca" not in m.oos_words
     assert m._naming("quên mật khẩu ca".split(), "quen mat khau ca".split()) == HINTS
