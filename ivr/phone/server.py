@@ -179,13 +179,13 @@ def run(options: ServeOptions, factory: SessionFactory, ready: Callable[[dict[st
     # keep it out of the collector's full passes, which would otherwise stall the packet clock.
     gc.collect()
     gc.freeze()
+    uv = _uvloop()
 
     async def main() -> int:
         server = PhoneServer(options, factory)
         await server.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        uv = _uvloop()
         log.info("event loop: %s", f"uvloop {uv.__version__}" if uv is not None else "asyncio (uvloop is not installed)")
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
@@ -199,7 +199,6 @@ def run(options: ServeOptions, factory: SessionFactory, ready: Callable[[dict[st
         await server.shutdown()
         return 0
 
-    uv = _uvloop()
     return asyncio.run(main()) if uv is None else uv.run(main())
 
 
