@@ -109,7 +109,6 @@ class Capture(threading.Thread):
 
     def __init__(self, low: int, high: int):
         super().__init__(daemon=True)
-        self.low, self.high = low, high
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))  # ETH_P_ALL: outgoing too
         attach_filter(self.sock, udp_source_filter(low, high))
         self.sock.bind(("lo", 0))
@@ -126,15 +125,11 @@ class Capture(threading.Thread):
                 data, anc, _, addr = self.sock.recvmsg(2048, socket.CMSG_SPACE(16))
             except (TimeoutError, OSError):
                 continue
-            if addr[2] != PACKET_OUTGOING or not self.recording or len(data) < 14 + 20 + 8 + 12:
+            # the kernel's filter passed only outgoing IPv4 UDP from the port range (udp_source_filter)
+            if not self.recording or len(data) < 14 + 20 + 8 + 12:
                 continue
             ip = data[14:]
-            if data[12:14] != b"\x08\x00" or ip[9] != 17:
-                continue
             ihl = (ip[0] & 0x0F) * 4
-            sport = struct.unpack_from("!H", ip, ihl)[0]
-            if not self.low <= sport <= self.high:
-                continue
             ssrc = struct.unpack_from("!I", ip, ihl + 8 + 8)[0]
             t = None
             for level, kind, value in anc:
