@@ -216,14 +216,15 @@ class DtmfReceiver:
                 break
             m = min(avail, chunk)
             seg = self._buf[first_off : first_off + (m - 1) * a.hop + a.n]
-            if m <= len(a.small_index) and float(np.dot(seg, seg)) < a.quiet_sum:
+            small = m <= len(a.small_index)  # a frame or two (streaming), not a file
+            if small and float(np.dot(seg, seg)) < a.quiet_sum:
                 # too quiet for any block to vote: only the last block's DFT is needed (the phase reference)
                 self._prev_y = seg[len(seg) - a.n:] @ a.basis
                 if self._run is not None:
                     events += self._runs(np.full(m, -1, dtype=np.int64), self._next_block)
                 self._next_block += m
                 continue
-            if m <= len(a.small_index):  # a frame or two: a fancy-index gather is cheaper than a strided view
+            if small:  # a fancy-index gather is cheaper than a strided view
                 blocks = seg[a.small_index[:m]]
             else:
                 blocks = np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(seg, a.n)[:: a.hop])
