@@ -10,8 +10,8 @@ The thresholds in config/match.yaml are calibrated on these two sources only:
 * both again through the Vosk-style noise channel (ivr/language/noise.py) at 10/20/30 % syllable errors,
   with their own seeds.
 
-The fresh set tests/data/eval_questions_fresh.yaml and the callers' set tests/data/eval_callers.yaml are
-never used to choose a setting (benchmarks/bench_understanding.py reports them). ``--grid`` sweeps the decision
+The fresh set tests/data/eval_questions_fresh.yaml, the callers' set tests/data/eval_callers.yaml and the
+December calls tests/data/eval_calls_dec.yaml are never used to choose a setting (benchmarks/bench_understanding.py reports them). ``--grid`` sweeps the decision
 settings over the tuning data and prints the best rows; ``--sets`` prints each dev set's figures, clean and at
 20 % syllable errors, with where top-1 is lost.
 

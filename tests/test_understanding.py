@@ -67,3 +67,17 @@ def test_callers_set_is_mostly_not_faq_phrasings(faq):
     assert [i.text for i in items if normalize(i.text) in out_of_scope] == []
     same = [i.text for i in items if normalize(i.text) in phrasings]
     assert len(same) <= 13 and all(len(t.split()) <= 9 for t in same), same
+
+
+def test_december_set_has_the_shape_the_measure_needs():
+    """Written blind from the source page (no paraphrase, no other set read): 16 calls per entry in the styles
+    callers use, and 60 out-of-scope questions, most sharing the FAQ's words. Held out like the callers' set."""
+    import unicodedata
+    from collections import Counter
+
+    items = load_text_set(DATA / "eval_calls_dec.yaml")
+    per_entry = Counter(i.expected for i in items if i.expected is not None)
+    assert sorted(per_entry) == list(range(1, 15)) and min(per_entry.values()) >= 15
+    assert len([i for i in items if i.expected is None]) >= 50
+    assert all(unicodedata.is_normalized("NFC", i.text) for i in items)
+    assert len({i.text.lower() for i in items}) == len(items)
