@@ -30,6 +30,9 @@ LEVELS = [
     ("eval_callers.yaml", None, 0.972, 0.879, 0.004, 0.983),
     ("eval_callers.yaml", 0.2, 0.925, 0.766, 0.015, 0.914),
     ("eval_callers.yaml", 0.3, 0.911, 0.734, 0.011, 0.897),
+    ("eval_calls_dec.yaml", None, 0.987, 0.866, 0.007, 0.733),
+    ("eval_calls_dec.yaml", 0.2, 0.942, 0.754, 0.004, 0.733),
+    ("eval_calls_dec.yaml", 0.3, 0.929, 0.696, 0.007, 0.800),
 ]
 
 
