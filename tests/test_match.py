@@ -341,6 +341,21 @@ def test_a_word_that_only_goes_with_a_foreign_name_is_only_a_hint(tmp_path):
     assert m._naming("quên mật khẩu ca".split(), "quen mat khau ca".split()) == HINTS
 
 
+def test_a_word_two_out_of_scope_groups_share_is_only_a_hint(tmp_path):
+    """"màn hình" in a phone-repair phrasing and in a computer phrasing is how callers describe any screen,
+    SmartCA's included ("màn hình hiện không có tài khoản"); it names no service. A word names one only when
+    two phrasings of the same group rely on it ("thuế" of the tax group)."""
+    (tmp_path / "a.yaml").write_text(
+        TWO_ENTRIES + "out_of_scope:\n"
+        "  - label: Điện thoại\n    phrasings: ['màn hình điện thoại bị sọc']\n"
+        "  - label: Máy tính\n    phrasings: ['máy tính không lên màn hình']\n"
+        "  - label: Thuế\n    phrasings: ['kê khai thuế qua mạng', 'cổng thuế bị lỗi']\n", encoding="utf-8")
+    m = Matcher(load_faq(tmp_path))
+    assert {"màn", "hình"} <= m.oos_hint_words and m.oos_words.isdisjoint({"màn", "hình"})
+    assert "thuế" in m.oos_words
+    assert m._naming("màn hình báo lỗi".split(), "man hinh bao loi".split()) == HINTS
+
+
 def test_unknown_words_saturate_with_unknown_cap(faq):
     text = "quên mật khẩu " + " ".join(f"zz{i}" for i in range(12))
     capped = Matcher(faq, {"unknown_cap": 2.0}).scores(text)[0]

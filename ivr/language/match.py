@@ -376,21 +376,24 @@ class Matcher:
 
     def _naming_terms(self, corpus: _Corpus) -> tuple[frozenset[str], frozenset[str]]:
         """(names, hints) in ``corpus``'s form: the words only out-of-scope phrasings use that name another
-        service (a foreign name, or a word two or more phrasings without a foreign name use), and the rest."""
+        service (a foreign name, or a word two or more phrasings of one group use without a foreign name), and
+        the rest: a word phrasings of different groups share ("màn hình" of a phone's and a computer's screen)
+        is how callers describe anything, SmartCA included."""
         inside = {x for t, o in zip(corpus.texts, self.owners, strict=True) if o > 0
                   for x in corpus.features(t.split()) if " " not in x}
         outside = [set(t.split()) - inside - corpus.stopwords
                    for t, o in zip(corpus.texts, self.owners, strict=True) if o < 0]
         words = set().union(*outside)
         foreign = {w for w in words if _foreign(w)}
-        # how many out-of-scope phrasings use each such word where no foreign name names the service already
-        # ("ca" of "chữ ký số bkav ca", "hình" of "truyền hình mytv" add nothing to "bkav", "mytv")
-        uses: dict[str, int] = {}
-        for ws in outside:
+        # how many phrasings of each out-of-scope group use each such word where no foreign name names the
+        # service already ("ca" of "chữ ký số bkav ca", "hình" of "truyền hình mytv" add nothing to "bkav", "mytv")
+        uses: dict[tuple[int, str], int] = {}
+        groups = [o for o in self.owners if o < 0]
+        for ws, group in zip(outside, groups, strict=True):
             if ws.isdisjoint(foreign):
                 for w in ws:
-                    uses[w] = uses.get(w, 0) + 1
-        names = frozenset(foreign | {w for w, n in uses.items() if n >= 2})
+                    uses[group, w] = uses.get((group, w), 0) + 1
+        names = frozenset(foreign | {w for (_, w), n in uses.items() if n >= 2})
         return names, frozenset(words - names)
 
     def _naming(self, words: list[str], folded: list[str]) -> float:
