@@ -11,7 +11,8 @@ The thresholds in config/match.yaml are calibrated on these two sources only:
   with their own seeds.
 
 The fresh set tests/data/eval_questions_fresh.yaml, the callers' set tests/data/eval_callers.yaml and the
-December calls tests/data/eval_calls_dec.yaml are never used to choose a setting (benchmarks/bench_understanding.py reports them). ``--grid`` sweeps the decision
+December calls tests/data/eval_calls_dec.yaml and eval_calls_dec2.yaml are never used to choose a setting
+(benchmarks/bench_understanding.py reports them). ``--grid`` sweeps the decision
 settings over the tuning data and prints the best rows; ``--sets`` prints each dev set's figures, clean and at
 20 % syllable errors, with where top-1 is lost.
 
