@@ -24,15 +24,18 @@ LEVELS = [
     ("eval_questions_symptoms.yaml", 0.2, 0.929, 0.763, 0.000, 0.889),
     ("eval_questions_hotline.yaml", None, 0.987, 0.874, 0.000, 0.943),
     ("eval_questions_hotline.yaml", 0.2, 0.937, 0.744, 0.003, 0.929),
-    ("eval_questions_fresh.yaml", None, 0.962, 0.733, 0.000, 1.000),
-    ("eval_questions_fresh.yaml", 0.2, 0.952, 0.590, 0.007, 0.867),
-    ("eval_questions_fresh.yaml", 0.3, 0.943, 0.562, 0.000, 0.967),
-    ("eval_callers.yaml", None, 0.972, 0.879, 0.004, 0.983),
-    ("eval_callers.yaml", 0.2, 0.925, 0.766, 0.015, 0.914),
-    ("eval_callers.yaml", 0.3, 0.911, 0.734, 0.011, 0.897),
-    ("eval_calls_dec.yaml", None, 0.987, 0.866, 0.007, 0.733),
-    ("eval_calls_dec.yaml", 0.2, 0.942, 0.754, 0.004, 0.733),
-    ("eval_calls_dec.yaml", 0.3, 0.929, 0.696, 0.007, 0.800),
+    ("eval_questions_fresh.yaml", None, 0.962, 0.724, 0.000, 1.000),
+    ("eval_questions_fresh.yaml", 0.2, 0.943, 0.552, 0.007, 0.900),
+    ("eval_questions_fresh.yaml", 0.3, 0.943, 0.524, 0.000, 0.967),
+    ("eval_callers.yaml", None, 0.972, 0.883, 0.004, 0.983),
+    ("eval_callers.yaml", 0.2, 0.921, 0.762, 0.015, 0.914),
+    ("eval_callers.yaml", 0.3, 0.911, 0.729, 0.011, 0.897),
+    ("eval_calls_dec.yaml", None, 0.987, 0.857, 0.004, 0.817),
+    ("eval_calls_dec.yaml", 0.2, 0.938, 0.741, 0.000, 0.850),
+    ("eval_calls_dec.yaml", 0.3, 0.929, 0.679, 0.004, 0.850),
+    ("eval_calls_dec2.yaml", None, 0.948, 0.757, 0.000, 0.867),
+    ("eval_calls_dec2.yaml", 0.2, 0.919, 0.643, 0.000, 0.867),
+    ("eval_calls_dec2.yaml", 0.3, 0.905, 0.619, 0.004, 0.883),
 ]
 
 
@@ -73,7 +76,7 @@ def test_callers_set_is_mostly_not_faq_phrasings(faq):
 
 
 @pytest.mark.parametrize("name", ["eval_calls_dec.yaml", "eval_calls_dec2.yaml"])
-def test_december_sets_have_the_shape_the_measure_needs(name):
+def test_december_sets_have_the_shape_the_measure_needs(faq, name):
     """Written blind from the source page (no paraphrase, no out-of-scope phrasing, no other set read): 15-16
     calls per entry in the styles callers use, and 60 out-of-scope questions, most sharing the FAQ's words.
     Held out like the callers' set."""
@@ -86,3 +89,8 @@ def test_december_sets_have_the_shape_the_measure_needs(name):
     assert len([i for i in items if i.expected is None]) >= 50
     assert all(unicodedata.is_normalized("NFC", i.text) for i in items)
     assert len({i.text.lower() for i in items}) == len(items)
+    # no question is word for word an out-of-scope phrasing: those were written without reading the set
+    from ivr.language.normalize import normalize
+
+    out_of_scope = {normalize(p) for g in faq.out_of_scope for p in g.phrasings}
+    assert [i.text for i in items if normalize(i.text) in out_of_scope] == []
