@@ -381,15 +381,15 @@ class Matcher:
         is how callers describe anything, SmartCA included."""
         inside = {x for t, o in zip(corpus.texts, self.owners, strict=True) if o > 0
                   for x in corpus.features(t.split()) if " " not in x}
-        outside = [set(t.split()) - inside - corpus.stopwords
+        # (group, the words of one of its phrasings that no entry uses)
+        outside = [(o, set(t.split()) - inside - corpus.stopwords)
                    for t, o in zip(corpus.texts, self.owners, strict=True) if o < 0]
-        words = set().union(*outside)
+        words = set().union(*(ws for _, ws in outside))
         foreign = {w for w in words if _foreign(w)}
         # how many phrasings of each out-of-scope group use each such word where no foreign name names the
         # service already ("ca" of "chữ ký số bkav ca", "hình" of "truyền hình mytv" add nothing to "bkav", "mytv")
         uses: dict[tuple[int, str], int] = {}
-        groups = [o for o in self.owners if o < 0]
-        for ws, group in zip(outside, groups, strict=True):
+        for group, ws in outside:
             if ws.isdisjoint(foreign):
                 for w in ws:
                     uses[group, w] = uses.get((group, w), 0) + 1
