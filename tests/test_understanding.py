@@ -1,7 +1,8 @@
 """How well callers are understood through recognition errors: the matcher on the labelled sets, clean and
 through the seeded Vosk-style noise channel (seed 0, as `ivr eval --noise` and
 benchmarks/bench_understanding.py print them). The dev sets (eval_questions, _long, _keywords, _symptoms,
-_hotline) were used to calibrate; the held-out sets (fresh, callers, calls_dec, calls_dec2) never.
+_hotline, and calls_dec since it served as a call log) were used to calibrate; the held-out sets (fresh, callers,
+calls_dec2) never.
 
 Levels are asserted a little below the measured figures in LEVELS (tolerances in the test) to absorb FAQ edits."""
 
@@ -16,27 +17,27 @@ DATA = paths.home() / "tests" / "data"
 
 # set, noise (None = typed text): measured top-1, answered-right, wrong-outright, out-of-scope rejected
 LEVELS = [
-    ("eval_questions.yaml", None, 1.000, 0.941, 0.000, 0.977),
-    ("eval_questions.yaml", 0.2, 0.992, 0.857, 0.000, 0.955),
+    ("eval_questions.yaml", None, 1.000, 0.941, 0.000, 1.000),
+    ("eval_questions.yaml", 0.2, 0.983, 0.857, 0.000, 0.977),
     ("eval_questions_long.yaml", None, 1.000, 0.845, 0.000, 1.000),
-    ("eval_questions_long.yaml", 0.2, 1.000, 0.732, 0.000, 0.920),
+    ("eval_questions_long.yaml", 0.2, 1.000, 0.732, 0.000, 0.960),
     ("eval_questions_keywords.yaml", 0.2, 0.973, 0.919, 0.000, 0.941),
-    ("eval_questions_symptoms.yaml", None, 0.987, 0.885, 0.000, 0.972),
+    ("eval_questions_symptoms.yaml", None, 0.987, 0.878, 0.000, 0.972),
     ("eval_questions_symptoms.yaml", 0.2, 0.929, 0.763, 0.000, 0.889),
-    ("eval_questions_hotline.yaml", None, 0.987, 0.874, 0.000, 0.943),
+    ("eval_questions_hotline.yaml", None, 0.987, 0.870, 0.000, 0.943),
     ("eval_questions_hotline.yaml", 0.2, 0.937, 0.744, 0.003, 0.929),
     ("eval_questions_fresh.yaml", None, 0.962, 0.724, 0.000, 1.000),
-    ("eval_questions_fresh.yaml", 0.2, 0.943, 0.552, 0.007, 0.900),
+    ("eval_questions_fresh.yaml", 0.2, 0.943, 0.543, 0.007, 0.900),
     ("eval_questions_fresh.yaml", 0.3, 0.943, 0.524, 0.000, 0.967),
-    ("eval_callers.yaml", None, 0.972, 0.883, 0.004, 0.983),
-    ("eval_callers.yaml", 0.2, 0.921, 0.762, 0.015, 0.914),
-    ("eval_callers.yaml", 0.3, 0.911, 0.729, 0.011, 0.897),
-    ("eval_calls_dec.yaml", None, 0.987, 0.857, 0.004, 0.817),
-    ("eval_calls_dec.yaml", 0.2, 0.938, 0.741, 0.000, 0.850),
-    ("eval_calls_dec.yaml", 0.3, 0.929, 0.679, 0.004, 0.850),
-    ("eval_calls_dec2.yaml", None, 0.948, 0.757, 0.000, 0.867),
-    ("eval_calls_dec2.yaml", 0.2, 0.919, 0.643, 0.000, 0.867),
-    ("eval_calls_dec2.yaml", 0.3, 0.905, 0.619, 0.004, 0.883),
+    ("eval_callers.yaml", None, 0.977, 0.879, 0.004, 0.983),
+    ("eval_callers.yaml", 0.2, 0.921, 0.748, 0.015, 0.914),
+    ("eval_callers.yaml", 0.3, 0.911, 0.724, 0.011, 0.897),
+    ("eval_calls_dec.yaml", None, 0.991, 0.862, 0.000, 0.983),
+    ("eval_calls_dec.yaml", 0.2, 0.942, 0.746, 0.000, 0.983),
+    ("eval_calls_dec.yaml", 0.3, 0.933, 0.674, 0.000, 0.967),
+    ("eval_calls_dec2.yaml", None, 0.948, 0.757, 0.000, 0.900),
+    ("eval_calls_dec2.yaml", 0.2, 0.919, 0.633, 0.000, 0.917),
+    ("eval_calls_dec2.yaml", 0.3, 0.900, 0.619, 0.004, 0.900),
 ]
 
 
@@ -77,7 +78,8 @@ def test_callers_set_is_mostly_not_faq_phrasings(faq):
 def test_december_sets_have_the_shape_the_measure_needs(faq, name):
     """Written blind from the source page (no paraphrase, no out-of-scope phrasing, no other set read): 15-16
     calls per entry in the styles callers use, and 60 out-of-scope questions, most sharing the FAQ's words.
-    Held out like the callers' set."""
+    calls_dec2 is held out like the callers' set; calls_dec was, until it served as the call log the
+    out-of-scope data was completed from (no phrasing copies one of its questions even so)."""
     import unicodedata
     from collections import Counter
 
