@@ -611,3 +611,71 @@ def test_without_a_narrower_copy_the_busy_line_decodes_with_the_models_own_searc
     assert b.acquire() and not b.busy
     b.feed(audio)
     assert b.finish().text
+
+
+# -- the same audio, the same words
+
+
+def decoded(rec: asr.Recognizer, audio: np.ndarray, step: int) -> tuple:
+    """Everything a caller's turn yields (finals with word times and confidences, then the closing final)."""
+    out = []
+    for i in range(0, len(audio), step):
+        event = rec.feed(audio[i:i + step])
+        if event is not None and event.kind == "final":
+            out.append(event)
+    out.append(rec.finish())
+    return tuple((e.text, tuple((w.word, w.start, w.end, w.conf) for w in e.words)) for e in out)
+
+
+@pytest.mark.parametrize("rate", [8000, 22050])
+def test_the_same_audio_is_heard_the_same_on_every_run(ko_model, korean_speech, rate):
+    """Kaldi dithers each recogniser's audio with its own random noise, and soxr's int16 output adds random
+    dither too: the same recording came back with other word confidences, and at times other words, from
+    one recogniser to the next. Now a new recogniser gives the same result every time (as every run of
+    `ivr answer FILE.wav` or `ivr eval FOLDER` starts with one), and so does a warm one reused after it,
+    through resampling (8 kHz telephone, espeak-ng's 22.05 kHz) and with digital silence around the speech.
+    (A warm recogniser that decoded other callers first may still differ in a confidence: Vosk composes its
+    graph in the order earlier audio needed it, which can break a tie another way. Frames of another size
+    may too: Vosk determinises its lattice as they come. A channel's frame size is fixed: 20 ms.)"""
+    audio, native = korean_speech
+    audio = at_rate(audio, native, rate)
+    silence = np.zeros(rate // 2, dtype=np.int16)
+    audio = np.concatenate([silence, audio, silence])
+    step = rate // 50
+    runs = []
+    for _ in range(3):
+        rec = asr.Recognizer(ko_model, rate)
+        rec._pool = asr.WarmPool(keep=1)  # a new Vosk recogniser
+        runs.append(decoded(rec, audio, step))
+    runs.append(decoded(rec, audio, step))  # the warm one again
+    assert runs[0][-1][0]  # words were heard
+    assert all(r == runs[0] for r in runs[1:]), runs
+
+
+def test_the_model_is_loaded_without_kaldis_random_dither(ko_model):
+    """The model Vosk loads is a copy whose mfcc.conf says --dither=0 (the rest linked); the recogniser adds
+    the model's own amount of noise (Kaldi's default 1.0 here) from one fixed sequence."""
+    src = korean_model_dir()
+    assert asr.model_dither(src) == 1.0  # no --dither line: Kaldi's default
+    assert ko_model.ivr_dither == 1.0
+    where = asr.undithered_model_dir(src)
+    conf = (where / "conf" / "mfcc.conf").read_text()
+    assert conf.strip().endswith("--dither=0") and "--num-mel-bins=40" in conf
+    for part in ("am/final.mdl", "graph/HCLr.fst", "conf/model.conf"):
+        assert (where / part).resolve() == (src / part).resolve()  # linked, not copied
+    assert asr.undithered_model_dir(src) == where  # made once
+    noise = asr.dither_noise(1.0)
+    assert noise is asr.dither_noise(1.0) and noise.dtype == np.int32
+    assert 0.9 < float(np.std(noise)) < 1.2 and abs(float(np.mean(noise))) < 0.05
+
+
+def test_a_model_without_dither_or_with_a_bad_one(tmp_path):
+    model = fake_model_tree(tmp_path / "m")
+    (model / "conf" / "mfcc.conf").write_text("--use-energy=false\n--dither=0.0\n")
+    assert asr.model_dither(model) == 0.0  # nothing to take out, nothing to add
+    (model / "conf" / "mfcc.conf").write_text("--dither=lots\n")
+    with pytest.raises(IvrError) as err:
+        asr.model_dither(model)
+    assert "mfcc.conf" in str(err.value) and "--dither" in str(err.value)
+    (model / "conf" / "mfcc.conf").unlink()
+    assert asr.model_dither(model) == 0.0  # features that are not MFCCs: the model is loaded as it is

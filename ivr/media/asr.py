@@ -12,6 +12,17 @@ A recogniser is used by one call at a time; its methods are serialised by a lock
 vosk 0.3.45 has no ``SetEndpointerMode``/``SetEndpointerDelays``; when the installed version has them the
 ``endpoint`` settings are applied, otherwise the model's own ``conf/model.conf`` endpoint rules decide when
 an utterance ends (``Recognizer.endpointer_applied`` says which).
+
+The same audio gives the same transcript on every run. Kaldi adds random noise ("dither", ``--dither`` in
+conf/mfcc.conf, 1.0 when absent) to every sample before computing features, drawn from a generator seeded
+anew for each recogniser: the same recording could be heard as different words, with different confidences,
+from one run (or one recogniser) to the next. The model is therefore loaded from a copy whose mfcc.conf says
+``--dither=0`` (every other file a link to the model's own), and the recogniser adds the same amount of
+noise itself, from one fixed sequence restarted at each utterance stream (``dither_noise``): silence is
+still never all zeros, and a support agent's test recording, an ``ivr eval`` run or a test gets one answer.
+Resampling runs in floating point for the same reason (soxr's int16 output adds random dither of its own).
+A warm recogniser that decoded other callers first may still differ in a confidence: Vosk composes its
+graph in the order earlier audio needed it, which can break a tie another way.
 """
 
 from __future__ import annotations
@@ -155,6 +166,54 @@ def model_sample_rate(path: Path) -> int:
     return default
 
 
+def model_dither(path: Path) -> float:
+    """The noise Kaldi adds to each sample of this model's audio: ``--dither`` in conf/mfcc.conf (Kaldi's default
+    1.0 when the line is absent); 0.0 when the model has no mfcc.conf (its features are not MFCCs)."""
+    mfcc = Path(path) / "conf" / "mfcc.conf"
+    try:
+        conf = mfcc.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return 0.0
+    found = [ln.split("#", 1)[0].strip() for ln in conf.splitlines()]
+    found = [ln.split("=", 1)[1] for ln in found if ln.startswith("--dither=")]
+    if not found:
+        return 1.0
+    try:
+        value = float(found[-1])
+    except ValueError:
+        raise IvrError(f"{mfcc}: --dither is not a number ({found[-1]!r})", "fix or remove that line") from None
+    if not 0.0 <= value <= 1000.0:
+        raise IvrError(f"{mfcc}: --dither={found[-1]} is not a usable amount of noise",
+                       "remove the line (Kaldi's default 1.0) or give a value between 0 and 1000")
+    return value
+
+
+def undithered_model_dir(path: Path) -> Path:
+    """A directory that is the model at ``path`` with ``--dither=0`` in its conf/mfcc.conf, every other file
+    a link to the model's own; made once in the per-user cache."""
+    path = Path(path).resolve()
+    lines = (path / "conf" / "mfcc.conf").read_text(encoding="utf-8").splitlines()
+    lines = [ln for ln in lines if not ln.strip().startswith("--dither=")] + ["--dither=0"]
+    return _conf_copy(path, "mfcc.conf", "\n".join(lines) + "\n", "undithered")
+
+
+_DITHER_PERIOD = 1 << 16  # samples of the fixed noise sequence (4 s at 16 kHz) before it repeats
+_dither_tables: dict[float, Any] = {}
+
+
+def dither_noise(amount: float):
+    """The fixed noise sequence a recogniser adds to its audio (int32, rounded Gaussian of standard deviation
+    ``amount`` in 16-bit sample units, as Kaldi's dither): the same on every run."""
+    import numpy as np
+
+    with _models_lock:
+        table = _dither_tables.get(amount)
+        if table is None:
+            g = np.random.default_rng(20261202).standard_normal(_DITHER_PERIOD)
+            table = _dither_tables[amount] = np.round(g * amount).astype(np.int32)
+        return table
+
+
 def supports_grammar(path: Path) -> bool:
     """A phrase list works only with a runtime (lookahead) graph: graph/HCLr.fst + graph/Gr.fst."""
     graph = Path(path) / "graph"
@@ -186,8 +245,22 @@ _models_lock = threading.Lock()
 def load_model(path: str | os.PathLike):
     """The shared ``vosk.Model`` for ``path`` (loaded once per process; safe from several threads).
 
-    The returned model carries ``ivr_path``, ``ivr_sample_rate`` and ``ivr_grammar`` attributes."""
+    The returned model carries ``ivr_path``, ``ivr_sample_rate``, ``ivr_grammar`` and ``ivr_dither`` (the
+    noise its recognisers add themselves, see the module's notes) attributes."""
     key = _checked(Path(path), "model")
+    with _models_lock:
+        model = _models.get(key)
+        if model is not None:
+            return model
+    dither = model_dither(key)
+    source = key
+    if dither > 0:
+        try:
+            source = undithered_model_dir(key)
+        except OSError as exc:
+            log.warning("transcripts may differ from run to run: the model at %s could not be copied without "
+                        "Kaldi's random dither (%s)", key, exc)
+            dither = 0.0  # Kaldi's own dither stays on: no noise added twice
     with _models_lock:
         model = _models.get(key)
         if model is not None:
@@ -196,7 +269,7 @@ def load_model(path: str | os.PathLike):
 
         vosk.SetLogLevel(-1)
         try:
-            model = vosk.Model(str(key))
+            model = vosk.Model(str(source))
         except Exception as exc:  # vosk raises a bare Exception("Failed to create a model")
             raise IvrError(
                 f"Vosk could not load the model at {key} ({exc})",
@@ -205,6 +278,7 @@ def load_model(path: str | os.PathLike):
         model.ivr_path = key
         model.ivr_sample_rate = model_sample_rate(key)
         model.ivr_grammar = supports_grammar(key)
+        model.ivr_dither = dither
         _models[key] = model
         return model
 
@@ -253,10 +327,6 @@ def searched_model_dir(path: Path, search: dict) -> Path | None:
     """A directory that is the model at ``path`` with a narrower Kaldi search (``search``: beam, max_active)
     in its conf/model.conf, every other file a link to the model's own; made once in the per-user cache.
     None when the model already searches at least as narrowly."""
-    import hashlib
-    import shutil
-    import tempfile
-
     path = Path(path).resolve()
     conf = (path / "conf" / "model.conf").read_text(encoding="utf-8")
     lines = conf.splitlines()
@@ -270,10 +340,19 @@ def searched_model_dir(path: Path, search: dict) -> Path | None:
         changed = True
     if not changed:
         return None
-    text = "\n".join(lines) + "\n"
-    digest = hashlib.sha256((str(path) + "\0" + text).encode()).hexdigest()[:12]
-    out = paths.cache_dir() / "search" / f"{path.name}-{digest}"
-    if (out / "conf" / "model.conf").is_file():
+    return _conf_copy(path, "model.conf", "\n".join(lines) + "\n", "search")
+
+
+def _conf_copy(path: Path, name: str, text: str, kind: str) -> Path:
+    """A directory in the per-user cache (under ``kind``) that is the model at ``path`` with ``text`` as its
+    conf/``name``, every other file a link to the model's own; made once."""
+    import hashlib
+    import shutil
+    import tempfile
+
+    digest = hashlib.sha256((str(path) + "\0" + name + "\0" + text).encode()).hexdigest()[:12]
+    out = paths.cache_dir() / kind / f"{path.name}-{digest}"
+    if (out / "conf" / name).is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".making-", dir=out.parent))
@@ -283,13 +362,13 @@ def searched_model_dir(path: Path, search: dict) -> Path | None:
                 (tmp / entry.name).symlink_to(entry)
         (tmp / "conf").mkdir()
         for entry in (path / "conf").iterdir():
-            if entry.name != "model.conf":
+            if entry.name != name:
                 (tmp / "conf" / entry.name).symlink_to(entry)
-        (tmp / "conf" / "model.conf").write_text(text, encoding="utf-8")
+        (tmp / "conf" / name).write_text(text, encoding="utf-8")
         try:
             tmp.rename(out)
         except OSError:  # another process made it meanwhile
-            if not (out / "conf" / "model.conf").is_file():
+            if not (out / "conf" / name).is_file():
                 raise
     finally:
         if tmp.exists():
@@ -489,6 +568,9 @@ class Recognizer:
             rec = vosk.KaldiRecognizer(model, float(self.model_rate))
         else:
             rec = vosk.KaldiRecognizer(model, float(self.model_rate), self._grammar)
+        amount = float(getattr(model, "ivr_dither", 0.0) or 0.0)
+        rec.ivr_noise = dither_noise(amount) if amount > 0 else None
+        rec.ivr_stream = 0  # samples of the current utterance stream (where its noise sequence is)
         rec.SetWords(True)
         rec.SetPartialWords(True)
         if self.alternatives > 0:
@@ -538,12 +620,32 @@ class Recognizer:
 
     @staticmethod
     def _send(rec, pcm) -> bool:
-        """Audio to a Vosk recogniser, counted: Vosk times words from its first sample (``_held``)."""
+        """Audio to a Vosk recogniser, counted: Vosk times words from its first sample (``_held``). The
+        model's dither is added here, from the fixed noise sequence at this stream's position."""
         rec.ivr_samples = getattr(rec, "ivr_samples", 0) + len(pcm)
+        noise = getattr(rec, "ivr_noise", None)
+        if noise is not None and len(pcm):
+            import numpy as np
+
+            at = rec.ivr_stream
+            rec.ivr_stream = at + len(pcm)
+            mixed = pcm.astype(np.int32) + noise.take(np.arange(at, at + len(pcm)), mode="wrap")
+            pcm = np.clip(mixed, -32768, 32767).astype(np.int16)
         return bool(rec.AcceptWaveform(pcm.tobytes()))
 
+    @staticmethod
+    def _final_of(rec) -> str:
+        """Vosk's final result; the recogniser starts a new utterance stream after it (and its noise sequence
+        starts over)."""
+        try:
+            return rec.FinalResult()
+        finally:
+            rec.ivr_stream = 0
+
     def _timed(self, event: AsrEvent) -> AsrEvent:
-        if not self._t0:
+        """Word times from this stream's start, to the millisecond (the same whether the Vosk recogniser is new
+        or has decoded earlier streams)."""
+        if not event.words:
             return event
         t0 = self._t0
 
@@ -597,9 +699,11 @@ class Recognizer:
     def _new_resampler(self):
         if self.input_rate == self.model_rate:
             return None
-        import soxr
+        from ivr.media.audio import StreamResampler
 
-        return soxr.ResampleStream(self.input_rate, self.model_rate, 1, dtype="int16", quality="HQ")
+        # through float samples: soxr's own int16 output adds random (TPDF) dither, so the same audio would
+        # reach Vosk as different samples on every run
+        return StreamResampler(self.input_rate, self.model_rate)
 
     # -- streaming
 
@@ -625,7 +729,7 @@ class Recognizer:
 
     def _accept(self, pcm) -> bool:
         if self._resampler is not None:
-            pcm = self._resampler.resample_chunk(pcm)
+            pcm = self._resampler.process(pcm)
         if len(pcm) == 0:
             return False
         self._take()
@@ -677,13 +781,13 @@ class Recognizer:
                     self._give_back()
                 return AsrEvent("final", "", [], 0.0)
             if self._resampler is not None:
-                tail = self._resampler.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
+                tail = self._resampler.process(np.zeros(0, dtype=np.int16), last=True)
                 if len(tail):
                     self._send(self._rec, tail)
                 self._resampler = self._new_resampler()
             self._last_partial = ""
             t0 = time.perf_counter()
-            event = self._timed(_final(self._rec.FinalResult()))
+            event = self._timed(_final(self._final_of(self._rec)))
             decode_rate.record(self._audio_s, self._wall_s + time.perf_counter() - t0)
             self._audio_s = self._wall_s = 0.0
             self._fed = False
@@ -700,7 +804,7 @@ class Recognizer:
             if self._rec is None or not self._fed:
                 return
             try:
-                self._rec.FinalResult()  # Vosk starts a new feature pipeline and decoder after a final
+                self._final_of(self._rec)  # Vosk starts a new feature pipeline and decoder after a final
             except Exception:  # noqa: BLE001 - a broken recogniser is not reused
                 log.warning("a recogniser failed to reset; a new one replaces it", exc_info=True)
                 self._let_go()
@@ -725,9 +829,9 @@ class Recognizer:
             pcm = self._as_int16(np.asarray(clip))
             resampler = self._new_resampler()
             if resampler is not None:
-                pcm = resampler.resample_chunk(pcm, last=True)
+                pcm = resampler.process(pcm, last=True)
             self._send(rec, pcm)
-            rec.FinalResult()
+            self._final_of(rec)
             fed += len(clip) / self.input_rate
         self._pool.give(self._key, rec, self, busy=busy)
         return fed
