@@ -102,7 +102,7 @@ def evaluate(pairs) -> dict:
     n, k = max(1, len(ind)), max(1, len(ood))
     return {"n": len(ind), "ood": len(ood), "top1": top1 / n, "answered": answered / n, "ranked": ranked / n,
             "wrong": wrong, "wrong_rate": wrong / n, "ood_reject": rejected / k if ood else float("nan"),
-            "ood_answered": wrong_ood, "misranked": misranked, "low": low, "oos": oos}
+            "ood_rejected": rejected, "ood_answered": wrong_ood, "misranked": misranked, "low": low, "oos": oos}
 
 
 def line(name: str, f: dict) -> str:
@@ -263,19 +263,17 @@ def per_group(faq: Faq, settings: dict) -> None:
     """Out-of-scope categories the data lacks: each group's phrasings, clean and through the noise channel
     at REPORT_NOISE (pooled over REPORT_SEEDS), matched by a matcher built without that group. The unseen
     categories of real callers fare like these, not like the listed ones (which are rejected by design)."""
-    n = rejected = answered = 0
+    clean = {"ood": 0, "ood_rejected": 0, "ood_answered": 0}  # the groups' own counts, pooled
     noisy = []
     for label, pairs in leave_group_out(faq, settings):
         f = evaluate(pairs)
         print(f"{label[:50]:<50} rejected {f['ood_reject']:.2f} of {len(pairs)}")
-        # the pooled clean figure from the groups' own (each phrasing is matched once)
-        n, rejected, answered = n + f["ood"], rejected + round(f["ood_reject"] * f["ood"]), answered + f["ood_answered"]
+        clean = {key: n + f[key] for key, n in clean.items()}
         noisy += [p for k in REPORT_SEEDS for p in _noisy(pairs, REPORT_NOISE, k)]
-    f = evaluate(noisy)
-    for name, (k, rej, ans) in (("clean", (n, rejected, answered)),
-                                (f"{REPORT_NOISE:.0%} errors", (f["ood"], f["ood_reject"] * f["ood"], f["ood_answered"]))):
-        print(f"unlisted categories, {name}: rejected {rej / max(1, k):.3f}, answered outright "
-              f"{ans / max(1, k):.3f} of {k}")
+    for name, f in (("clean", clean), (f"{REPORT_NOISE:.0%} errors", evaluate(noisy))):
+        k = max(1, f["ood"])
+        print(f"unlisted categories, {name}: rejected {f['ood_rejected'] / k:.3f}, answered outright "
+              f"{f['ood_answered'] / k:.3f} of {f['ood']}")
 
 
 if __name__ == "__main__":

@@ -616,15 +616,12 @@ def test_without_a_narrower_copy_the_busy_line_decodes_with_the_models_own_searc
 # -- the same audio, the same words
 
 
-def decoded(rec: asr.Recognizer, audio: np.ndarray, step: int) -> tuple:
-    """Everything a caller's turn yields (finals with word times and confidences, then the closing final)."""
-    out = []
-    for i in range(0, len(audio), step):
-        event = rec.feed(audio[i:i + step])
-        if event is not None and event.kind == "final":
-            out.append(event)
-    out.append(rec.finish())
-    return tuple((e.text, tuple((w.word, w.start, w.end, w.conf) for w in e.words)) for e in out)
+def decoded(rec: asr.Recognizer, audio: np.ndarray, rate: int) -> tuple:
+    """Everything a caller's turn yields, streamed in 20 ms frames (finals with word times and confidences,
+    then the closing final)."""
+    events, last = stream(rec, audio, rate)
+    finals = [e for e in events if e.kind == "final"] + [last]
+    return tuple((e.text, tuple((w.word, w.start, w.end, w.conf) for w in e.words)) for e in finals)
 
 
 @pytest.mark.parametrize("rate", [8000, 22050])
@@ -641,13 +638,12 @@ def test_the_same_audio_is_heard_the_same_on_every_run(ko_model, korean_speech, 
     audio = at_rate(audio, native, rate)
     silence = np.zeros(rate // 2, dtype=np.int16)
     audio = np.concatenate([silence, audio, silence])
-    step = rate // 50
     runs = []
     for _ in range(3):
         rec = asr.Recognizer(ko_model, rate)
         rec._pool = asr.WarmPool(keep=1)  # a new Vosk recogniser
-        runs.append(decoded(rec, audio, step))
-    runs.append(decoded(rec, audio, step))  # the warm one again
+        runs.append(decoded(rec, audio, rate))
+    runs.append(decoded(rec, audio, rate))  # the warm one again
     assert runs[0][-1][0]  # words were heard
     assert all(r == runs[0] for r in runs[1:]), runs
 

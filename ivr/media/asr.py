@@ -151,19 +151,31 @@ def model_sample_rate(path: Path) -> int:
     default = int(settings().get("default_sample_rate") or 16000)
     mfcc = Path(path) / "conf" / "mfcc.conf"
     try:
-        lines = mfcc.read_text(encoding="utf-8", errors="replace").splitlines()
+        found = _conf_values(mfcc.read_text(encoding="utf-8", errors="replace"), "sample-frequency")
     except OSError:
         return default
-    for line in lines:
-        line = line.split("#", 1)[0].strip()
-        if line.startswith("--sample-frequency="):
-            try:
-                return int(float(line.split("=", 1)[1]))
-            except ValueError:
-                raise IvrError(
-                    f"{mfcc}: --sample-frequency is not a number ({line!r})", "fix or remove that line"
-                ) from None
-    return default
+    if not found:
+        return default
+    try:
+        return int(float(found[0]))
+    except ValueError:
+        raise IvrError(
+            f"{mfcc}: --sample-frequency is not a number ({'--sample-frequency=' + found[0]!r})",
+            "fix or remove that line",
+        ) from None
+
+
+def _conf_values(conf: str, option: str) -> list[str]:
+    """Every value ``--option=`` is given in the Kaldi config text ``conf``, in order, comments stripped
+    (Kaldi keeps the last)."""
+    prefix = f"--{option}="
+    lines = (ln.split("#", 1)[0].strip() for ln in conf.splitlines())
+    return [ln[len(prefix):].strip() for ln in lines if ln.startswith(prefix)]
+
+
+def _set_option(lines: list[str], option: str, value) -> list[str]:
+    """The lines of a Kaldi config with ``--option=value`` as that option's only setting."""
+    return [ln for ln in lines if not ln.strip().startswith(f"--{option}=")] + [f"--{option}={value}"]
 
 
 def model_dither(path: Path) -> float:
@@ -171,11 +183,9 @@ def model_dither(path: Path) -> float:
     1.0 when the line is absent); 0.0 when the model has no mfcc.conf (its features are not MFCCs)."""
     mfcc = Path(path) / "conf" / "mfcc.conf"
     try:
-        conf = mfcc.read_text(encoding="utf-8", errors="replace")
+        found = _conf_values(mfcc.read_text(encoding="utf-8", errors="replace"), "dither")
     except OSError:
         return 0.0
-    found = [ln.split("#", 1)[0].strip() for ln in conf.splitlines()]
-    found = [ln.split("=", 1)[1] for ln in found if ln.startswith("--dither=")]
     if not found:
         return 1.0
     try:
@@ -192,8 +202,7 @@ def undithered_model_dir(path: Path) -> Path:
     """A directory that is the model at ``path`` with ``--dither=0`` in its conf/mfcc.conf, every other file
     a link to the model's own; made once in the per-user cache."""
     path = Path(path).resolve()
-    lines = (path / "conf" / "mfcc.conf").read_text(encoding="utf-8").splitlines()
-    lines = [ln for ln in lines if not ln.strip().startswith("--dither=")] + ["--dither=0"]
+    lines = _set_option((path / "conf" / "mfcc.conf").read_text(encoding="utf-8").splitlines(), "dither", 0)
     return _conf_copy(path, "mfcc.conf", "\n".join(lines) + "\n", "undithered")
 
 
@@ -314,9 +323,7 @@ def busy_search() -> dict[str, float | int]:
 
 
 def _conf_value(conf: str, option: str) -> float | None:
-    import re
-
-    found = re.findall(rf"^--{re.escape(option)}=(\S+)", conf, flags=re.M)
+    found = _conf_values(conf, option)
     try:
         return float(found[-1]) if found else None
     except ValueError:
@@ -336,7 +343,7 @@ def searched_model_dir(path: Path, search: dict) -> Path | None:
         have = _conf_value(conf, option)
         if have is not None and have <= value:
             continue
-        lines = [ln for ln in lines if not ln.strip().startswith(f"--{option}=")] + [f"--{option}={value}"]
+        lines = _set_option(lines, option, value)
         changed = True
     if not changed:
         return None
